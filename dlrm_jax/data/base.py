@@ -23,10 +23,16 @@ class Batch(NamedTuple):
 
 class DataSource(Protocol):
     table_sizes: Sequence[int]  # rows per categorical feature (F entries)
+    num_train: int | None       # rows in the training split; None = unbounded stream
 
     def train_batches(self, batch_size: int, start: int, stop: int,
                       host_index: int = 0, host_count: int = 1) -> Iterator[Batch]:
-        """Global training examples [start, stop) in order, batch_size at a time.
+        """Global training stream positions [start, stop), batch_size at a time.
+
+        Positions index an endless stream: for a finite split of N rows, position
+        p is row p % N of epoch p // N (each epoch in its own deterministic order
+        when the source shuffles), so several epochs and resuming at any offset
+        need nothing from the caller.
 
         With host_count > 1 each yielded Batch holds this host's contiguous slice
         (batch_size // host_count rows) of the global batch.  The last batch may
