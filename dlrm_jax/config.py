@@ -1,0 +1,370 @@
+"""One typed config: frozen dataclasses, named presets, dotted overrides.
+
+Every key a user can set is a field below; `apply_overrides` rejects anything
+else with one line naming the key.  Stable key names (users' scripts and sweeps
+use them) are listed in DESIGN.md section 3.
+
+    cfg = load_config("tiny", ["train.examples=65536", "model.top_mlp=64,32"])
+    cfg.to_dict()   # -> what config.json holds; from_dict(...) reads it back
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from dlrm_jax.errors import UserError
+
+# Criteo Kaggle (Display Advertising Challenge) rows per categorical feature,
+# as counted by the reference DLRM (facebookresearch/dlrm, kaggle day-based).
+KAGGLE_TABLE_ROWS = (
+    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593,
+    3194, 27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105,
+    142572)
+# Criteo 1TB as used by MLPerf DLRM (ids hashed with max-ind-range 40M).
+MLPERF_TABLE_ROWS = (
+    39884406, 39043, 17289, 7420, 20263, 3, 7120, 1543, 63, 38532951, 2953546,
+    403346, 10, 2208, 11938, 155, 4, 976, 14, 39979771, 25641295, 39664984,
+    585935, 12972, 108, 36)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    examples: int = 1 << 20          # training examples (one pass unless epochs > 1)
+    batch_size: int = 1024           # global batch
+    epochs: int = 1                  # passes over a finite data set
+    optimizer: str = "adam"          # dense params: adam | adagrad | sgd
+    learning_rate: float = 1e-3      # dense params peak learning rate
+    warmup_examples: int = 0         # linear warm-up of the dense learning rate
+    decay: str = "none"              # none | cosine | linear (to 0 at the end)
+    log_every_examples: int = 0      # train-loss log interval (0: ~20 per run)
+    eval_every_examples: int = 0     # eval interval (0: only at the end)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    examples: int = 1 << 16          # held-out examples evaluated
+    batch_size: int = 8192
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    embed_dim: int = 16                            # D
+    table_rows: int | tuple[int, ...] = 0          # per-feature rows, or one cap (0: no cap)
+    bottom_mlp: tuple[int, ...] = (64, 32)         # hidden sizes; output = embed_dim
+    top_mlp: tuple[int, ...] = (64, 32)            # hidden sizes; then 1 logit
+    interaction: str = "dot"                       # dot | cat
+    compute_dtype: str = "float32"                 # float32 | bfloat16 (MLPs, interaction)
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    optimizer: str = "rowwise_adagrad"   # sgd | adagrad | rowwise_adagrad
+    learning_rate: float = 0.05
+    eps: float = 1e-8                    # Adagrad: update = g / sqrt(acc + eps)
+    initial_accumulator: float = 0.0
+    init_scale: float = 0.0              # 0: uniform(+-1/sqrt(rows)) as reference DLRM
+    sharding: str = "auto"               # replicated | row | table | auto
+    replicate_below_rows: int = 65536    # auto: tables smaller than this are replicated
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    data: int = -1     # -1 fills the remaining devices
+    model: int = 1
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The Criteo-shaped teacher (dlrm_jax/data/synthetic.py says how it is used)."""
+    seed: int = 0                                  # the data "world"; independent of `seed`
+    cardinalities: int | tuple[int, ...] = 20000   # per-feature ids, or the largest (others spread below)
+    zipf: float = 1.05                             # id popularity exponent
+    base_ctr: float = 0.25                         # mean click probability
+    id_effect: float = 0.7                         # std of summed per-id logit effects
+    pair_effect: float = 0.5                       # std of summed pairwise-interaction effects
+    dense_effect: float = 0.5                      # std of the dense-feature effect
+    latent_dim: int = 4                            # rank of the pairwise teacher
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "synthetic"        # synthetic | criteo:DATA_DIR
+    train_split: str = "train"
+    eval_split: str = "val"
+    shuffle_window: int = 0          # criteo: shuffle within windows of this many rows
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every_examples: int = 0          # 0: only at the end
+    keep: int = 2                    # checkpoints kept
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    initialize: bool = False         # call jax.distributed.initialize()
+    coordinator: str = ""            # host:port ("" = auto-detect, e.g. on Cloud TPU)
+    num_processes: int = 0
+    process_id: int = -1
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **overrides: Any) -> "Config":
+        """`cfg.replace(**{"train.examples": 1024})`: dotted keys, validated."""
+        return apply_overrides(self, overrides)
+
+
+# --------------------------------------------------------------------------- presets
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Seconds on a laptop CPU; what the tests train.
+    "tiny": {
+        "train.examples": 1 << 14, "train.batch_size": 256, "train.learning_rate": 3e-3,
+        "eval.examples": 1 << 13, "eval.batch_size": 4096,
+        "model.embed_dim": 8, "model.bottom_mlp": (16,), "model.top_mlp": (32,),
+        "embedding.learning_rate": 0.1,
+        "synthetic.cardinalities": 500, "synthetic.zipf": 1.1,
+    },
+    # The CPU study: the demo's sweeps scale from here.
+    "small": {
+        "train.examples": 1 << 20, "train.batch_size": 1024,
+        "eval.examples": 1 << 16,
+        "model.embed_dim": 16, "model.bottom_mlp": (64, 32), "model.top_mlp": (64, 32),
+        "synthetic.cardinalities": 20000, "synthetic.zipf": 1.05,
+    },
+    # Reference DLRM on Criteo Kaggle: bottom 13-512-256-64-16, top 512-256-1.
+    "criteo-kaggle": {
+        "train.batch_size": 2048,
+        "model.embed_dim": 16, "model.bottom_mlp": (512, 256, 64), "model.top_mlp": (512, 256),
+        "model.table_rows": KAGGLE_TABLE_ROWS,
+        "synthetic.cardinalities": KAGGLE_TABLE_ROWS,
+    },
+    # MLPerf DLRM on Criteo 1TB: dim 128, bottom 13-512-256-128, top 1024-1024-512-256-1.
+    "criteo-mlperf": {
+        "train.batch_size": 65536,
+        "model.embed_dim": 128, "model.bottom_mlp": (512, 256), "model.top_mlp": (1024, 1024, 512, 256),
+        "model.table_rows": 40_000_000,
+        "synthetic.cardinalities": MLPERF_TABLE_ROWS,
+    },
+}
+
+
+def load_config(preset: str | None = None, overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
+    """A preset (or the defaults) with `key=value` strings or a {key: value} map applied."""
+    cfg = Config()
+    if preset is not None:
+        if preset not in PRESETS:
+            raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        cfg = apply_overrides(cfg, PRESETS[preset])
+    if not isinstance(overrides, Mapping):
+        overrides = dict(_split_assignment(s) for s in overrides)
+    return apply_overrides(cfg, overrides)
+
+
+def from_dict(d: Mapping[str, Any]) -> Config:
+    """Inverse of `Config.to_dict` (reads config.json); unknown keys are errors."""
+    return apply_overrides(Config(), dict(_flatten(d)))
+
+
+def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
+    groups: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for key, raw in overrides.items():
+        ftype, group = _field_type(key)
+        value = _coerce(key, raw, ftype)
+        if group is None:
+            top[key] = value
+        else:
+            groups.setdefault(group, {})[key.split(".", 1)[1]] = value
+    for group, values in groups.items():
+        top[group] = dataclasses.replace(getattr(cfg, group), **values)
+    cfg = dataclasses.replace(cfg, **top)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Value checks that do not need data or devices; one clear line each."""
+    t, m, e = cfg.train, cfg.model, cfg.embedding
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise UserError(msg)
+
+    need(t.examples > 0, f"train.examples must be positive, got {t.examples}")
+    need(t.batch_size > 0, f"train.batch_size must be positive, got {t.batch_size}")
+    need(t.batch_size <= t.examples * t.epochs,
+         f"train.batch_size ({t.batch_size}) is larger than the training examples ({t.examples * t.epochs})")
+    need(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
+    need(t.optimizer in ("adam", "adagrad", "sgd"), f"train.optimizer must be adam, adagrad or sgd, got {t.optimizer!r}")
+    need(t.decay in ("none", "cosine", "linear"), f"train.decay must be none, cosine or linear, got {t.decay!r}")
+    need(t.learning_rate > 0, f"train.learning_rate must be positive, got {t.learning_rate}")
+    for k in ("warmup_examples", "log_every_examples", "eval_every_examples"):
+        need(getattr(t, k) >= 0, f"train.{k} must be >= 0, got {getattr(t, k)}")
+    need(cfg.eval.examples > 0, f"eval.examples must be positive, got {cfg.eval.examples}")
+    need(cfg.eval.batch_size > 0, f"eval.batch_size must be positive, got {cfg.eval.batch_size}")
+    need(m.embed_dim > 0, f"model.embed_dim must be positive, got {m.embed_dim}")
+    rows = m.table_rows if isinstance(m.table_rows, tuple) else (m.table_rows,)
+    need(all(r >= 0 for r in rows) and (not isinstance(m.table_rows, tuple) or all(r > 0 for r in rows)),
+         f"model.table_rows must be positive, got {m.table_rows}")
+    need(all(h > 0 for h in m.bottom_mlp + m.top_mlp), "model.bottom_mlp and model.top_mlp sizes must be positive")
+    need(m.interaction in ("dot", "cat"), f"model.interaction must be dot or cat, got {m.interaction!r}")
+    need(m.compute_dtype in ("float32", "bfloat16"), f"model.compute_dtype must be float32 or bfloat16, got {m.compute_dtype!r}")
+    need(e.optimizer in ("sgd", "adagrad", "rowwise_adagrad"),
+         f"embedding.optimizer must be sgd, adagrad or rowwise_adagrad, got {e.optimizer!r}")
+    need(e.sharding in ("replicated", "row", "table", "auto"),
+         f"embedding.sharding must be replicated, row, table or auto, got {e.sharding!r}")
+    need(e.learning_rate > 0, f"embedding.learning_rate must be positive, got {e.learning_rate}")
+    need(cfg.mesh.data == -1 or cfg.mesh.data >= 1, f"mesh.data must be >= 1 or -1, got {cfg.mesh.data}")
+    need(cfg.mesh.model == -1 or cfg.mesh.model >= 1, f"mesh.model must be >= 1 or -1, got {cfg.mesh.model}")
+    need(not (cfg.mesh.data == -1 and cfg.mesh.model == -1), "only one of mesh.data, mesh.model may be -1")
+    s = cfg.synthetic
+    cards = s.cardinalities if isinstance(s.cardinalities, tuple) else (s.cardinalities,)
+    need(all(c >= 2 for c in cards), f"synthetic.cardinalities must be >= 2, got {s.cardinalities}")
+    need(isinstance(s.cardinalities, int) or len(s.cardinalities) == 26,
+         f"synthetic.cardinalities needs 26 entries, got {len(cards)}")
+    need(isinstance(m.table_rows, int) or len(m.table_rows) == 26,
+         f"model.table_rows needs 26 entries (or one cap), got {len(rows)}")
+    need(s.zipf > 0, f"synthetic.zipf must be positive, got {s.zipf}")
+    need(0 < s.base_ctr < 1, f"synthetic.base_ctr must be in (0, 1), got {s.base_ctr}")
+    need(s.latent_dim >= 1, f"synthetic.latent_dim must be >= 1, got {s.latent_dim}")
+    need(cfg.data.source == "synthetic" or cfg.data.source.startswith("criteo:"),
+         f"data.source must be 'synthetic' or 'criteo:DATA_DIR', got {cfg.data.source!r}")
+    need(cfg.checkpoint.every_examples >= 0, f"checkpoint.every_examples must be >= 0, got {cfg.checkpoint.every_examples}")
+    need(cfg.checkpoint.keep >= 1, f"checkpoint.keep must be >= 1, got {cfg.checkpoint.keep}")
+
+
+# --------------------------------------------------------------------------- parsing
+
+def _split_assignment(s: str) -> tuple[str, str]:
+    if "=" not in s:
+        raise UserError(f"--set expects key=value, got {s!r}")
+    k, v = s.split("=", 1)
+    return k.strip(), v.strip()
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            yield from _flatten(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def all_keys() -> list[str]:
+    return [k for k, _ in _flatten(Config().to_dict())]
+
+
+def _field_type(key: str) -> tuple[Any, str | None]:
+    hints = typing.get_type_hints(Config)
+    parts = key.split(".")
+    if len(parts) == 1 and parts[0] in hints and not dataclasses.is_dataclass(hints[parts[0]]):
+        return hints[parts[0]], None
+    if len(parts) == 2 and parts[0] in hints and dataclasses.is_dataclass(hints[parts[0]]):
+        sub = typing.get_type_hints(hints[parts[0]])
+        if parts[1] in sub:
+            return sub[parts[1]], parts[0]
+    raise UserError(f"unknown config key {key!r}" + _suggest(key))
+
+
+def _suggest(key: str) -> str:
+    import difflib
+    close = difflib.get_close_matches(key, all_keys(), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(key: str, raw: Any, ftype: Any) -> Any:
+    """A raw value (CLI string or JSON value) into the field's type, or UserError."""
+    options = typing.get_args(ftype) if _is_union(ftype) else (ftype,)
+    errors = []
+    # Prefer the scalar reading of "5" for `int | tuple[int, ...]`.
+    for opt in options:
+        try:
+            return _coerce_one(raw, opt)
+        except (ValueError, TypeError) as err:
+            errors.append(str(err))
+    want = " or ".join(_type_name(o) for o in options)
+    raise UserError(f"bad value for {key}: {raw!r} is not {want}")
+
+
+def _is_union(t: Any) -> bool:
+    return typing.get_origin(t) in (typing.Union, types.UnionType)
+
+
+def _type_name(t: Any) -> str:
+    if typing.get_origin(t) is tuple:
+        return "a comma-separated list of ints"
+    return {int: "an int", float: "a number", str: "a string", bool: "true/false"}.get(t, str(t))
+
+
+def _coerce_one(raw: Any, t: Any) -> Any:
+    if typing.get_origin(t) is tuple:
+        (elem, _) = typing.get_args(t)
+        if isinstance(raw, str):
+            raw = raw.strip("[]() ")
+            items = [x for x in raw.replace(" ", "").split(",") if x != ""]
+        elif isinstance(raw, (list, tuple)):
+            items = list(raw)
+        else:
+            raise TypeError("not a list")
+        return tuple(_coerce_one(x, elem) for x in items)
+    if t is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return raw.lower() in ("true", "1", "yes")
+        raise ValueError("not a bool")
+    if t is int:
+        if isinstance(raw, bool):
+            raise TypeError("bool is not int")
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, float) and raw.is_integer():
+            return int(raw)
+        if isinstance(raw, str):
+            s = raw.replace("_", "")
+            if "**" in s:  # 2**20 is how people write example counts
+                base, exp = s.split("**", 1)
+                return int(base) ** int(exp)
+            if s.lower().startswith("2^"):
+                return 2 ** int(s[2:])
+            try:
+                return int(s)
+            except ValueError:
+                f = float(s)  # accepts 1e6
+                if f.is_integer():
+                    return int(f)
+                raise
+        raise TypeError("not an int")
+    if t is float:
+        if isinstance(raw, bool):
+            raise TypeError("bool is not float")
+        return float(raw)
+    if t is str:
+        if not isinstance(raw, str):
+            raise TypeError("not a string")
+        return raw
+    raise TypeError(f"unsupported type {t}")
+
+
+def dumps(cfg: Config) -> str:
+    return json.dumps(cfg.to_dict(), indent=2, sort_keys=False)

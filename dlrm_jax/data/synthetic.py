@@ -1,0 +1,230 @@
+"""A Criteo-shaped click generator with a known answer.
+
+Each example has 13 dense and 26 categorical features and a label drawn from a
+hidden "teacher" whose click probability is known exactly:
+
+    logit = b0 + sum_f e_f[id_f]                      per-id effects
+               + sum_(f,g) in pairs <u_f[id_f], u_g[id_g]>   pairwise (rank `latent_dim`)
+               + a . tanh(W z + c)                    dense effect on standardised log-counts z
+    p = sigmoid(logit),  y = 1[uniform < p]
+
+Ids are Zipf-like per feature (a bounded power law over ranks, scrambled by an
+affine permutation so popular ids are spread over the id space, as hashing does
+to Criteo's), dense features are log-normal counts transformed with log(x + 1)
+as the reference DLRM does.  b0 is solved so the mean click rate is `base_ctr`.
+
+Everything is a pure function of (seed, stream, example index): a counter-based
+hash (splitmix64) keyed by those numbers gives every random draw, so "the first
+N examples" is one fixed set whatever the batch size, host count or resume
+point, and nothing needs a sequential RNG.  Per-id effects are hashed from
+(seed, feature, id) too; when the tables are small they are materialised once
+(identical values, faster gathers).
+
+Because p is known, the Bayes-optimal NE of any evaluation set is exact
+(`bayes_ne`): no model can do better in expectation.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import numpy as np
+from scipy import optimize, special
+
+from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE, Batch
+
+TRAIN_STREAM, EVAL_STREAM, CALIBRATION_STREAM = 0, 1, 2
+_U64 = np.uint64
+_MASK53 = float(2 ** -53)
+# Materialise per-id tables when they hold at most this many float32 values.
+_MATERIALISE_LIMIT = 32_000_000
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: a bijective, well-mixed map of uint64 (wrapping)."""
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> _U64(30))
+        x = x * _U64(0xBF58476D1CE4E5B9)
+        x = x ^ (x >> _U64(27))
+        x = x * _U64(0x94D049BB133111EB)
+        return x ^ (x >> _U64(31))
+
+
+def _key(*parts: int) -> np.uint64:
+    k = np.array(0x9E3779B97F4A7C15, dtype=_U64)
+    for p in parts:
+        k = _mix(k ^ np.array(p & 0xFFFFFFFFFFFFFFFF, dtype=_U64))
+    return k
+
+
+def hash_uniform(key: np.uint64, i: np.ndarray, j: np.ndarray | int) -> np.ndarray:
+    """Uniform(0, 1) (open interval) for each (i, j) under `key`, float64."""
+    i = np.asarray(i, dtype=_U64)
+    j = np.asarray(j, dtype=_U64)
+    with np.errstate(over="ignore"):
+        x = _mix(_mix(i * _U64(0xD1B54A32D192ED03) + key) ^ (j * _U64(0x8CB92BA72F3D8DD7)))
+    return ((x >> _U64(11)).astype(np.float64) + 0.5) * _MASK53
+
+
+def hash_normal(key: np.uint64, i: np.ndarray, j: np.ndarray | int) -> np.ndarray:
+    return special.ndtri(hash_uniform(key, i, j))
+
+
+def spread_cardinalities(largest: int) -> tuple[int, ...]:
+    """26 cardinalities from tiny to `largest`, log-spaced like Criteo's mix."""
+    exps = np.linspace(0.15, 1.0, NUM_SPARSE)
+    order = np.random.default_rng(1234).permutation(NUM_SPARSE)  # fixed, seed-independent
+    return tuple(max(2, int(round(largest ** exps[o]))) for o in order)
+
+
+class SyntheticSource:
+    """The DataSource for `data.source=synthetic` (see dlrm_jax/data/base.py)."""
+
+    num_train = None  # an endless stream
+
+    def __init__(self, seed: int = 0, cardinalities: int | Sequence[int] = 20000, zipf: float = 1.05,
+                 base_ctr: float = 0.25, id_effect: float = 0.7, pair_effect: float = 0.5,
+                 dense_effect: float = 0.5, latent_dim: int = 4, num_pairs: int = 24,
+                 table_sizes: Sequence[int] | None = None):
+        self.seed = seed
+        self.cardinalities = (spread_cardinalities(cardinalities) if isinstance(cardinalities, int)
+                              else tuple(int(c) for c in cardinalities))
+        if len(self.cardinalities) != NUM_SPARSE:
+            raise ValueError(f"need {NUM_SPARSE} cardinalities, got {len(self.cardinalities)}")
+        # Rows of the model's tables: ids beyond a table's rows are hashed (mod)
+        # into it, as the Criteo preprocessing does with a row cap.
+        self.table_sizes = tuple(self.cardinalities if table_sizes is None else table_sizes)
+        self.zipf, self.base_ctr, self.latent_dim = zipf, base_ctr, latent_dim
+        rng = np.random.default_rng([seed, 77])  # teacher structure: small, drawn once
+        w = rng.uniform(0.2, 1.0, NUM_SPARSE)
+        self._id_scale = id_effect * w / np.sqrt(np.sum(w ** 2))
+        pairs = set()
+        while len(pairs) < num_pairs:
+            f, g = sorted(rng.choice(NUM_SPARSE, 2, replace=False))
+            pairs.add((int(f), int(g)))
+        self._pairs = np.array(sorted(pairs))
+        self._pair_scale = pair_effect / math.sqrt(num_pairs * latent_dim)
+        self._dense_mu = rng.uniform(0.5, 3.0, NUM_DENSE)      # log-count location
+        self._dense_sigma = rng.uniform(0.5, 1.5, NUM_DENSE)
+        hidden = 8
+        self._dense_w = rng.normal(0, 1 / math.sqrt(NUM_DENSE), (NUM_DENSE, hidden))
+        self._dense_c = rng.normal(0, 0.5, hidden)
+        a = rng.normal(0, 1, hidden)
+        self._dense_a = dense_effect * a / np.sqrt(np.sum(a ** 2) * 0.4)  # tanh(.) has var ~0.4
+        # Affine scramble of ranks per feature: id = (rank * A + B) mod C, gcd(A, C) = 1.
+        self._perm = []
+        for c in self.cardinalities:
+            mult = int(rng.integers(1, c)) | 1
+            while math.gcd(mult, c) != 1:
+                mult += 1
+            self._perm.append((mult % c if c > 1 else 0, int(rng.integers(0, c))))
+        self._keys = {name: _key(seed, n) for n, name in enumerate(
+            ("ids", "dense", "label", "effect", "latent"))}
+        self._tables = self._materialise() if (
+            sum(self.cardinalities) * (1 + latent_dim) <= _MATERIALISE_LIMIT) else None
+        self._b0 = 0.0
+        self._b0 = self._solve_intercept()
+
+    # ----------------------------------------------------------------- teacher parts
+
+    def _effects(self, f: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-id effect e_f[id] (scaled) and latent u_f[id] [..., k] of feature f."""
+        if self._tables is not None:
+            eff, lat = self._tables[f]
+            return eff[ids], lat[ids]
+        return self._hash_effects(f, ids)
+
+    def _hash_effects(self, f: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = self.latent_dim
+        row = ids.astype(np.uint64) * _U64(NUM_SPARSE) + _U64(f)
+        eff = (hash_normal(self._keys["effect"], row, 0) * self._id_scale[f]).astype(np.float32)
+        lat = hash_normal(self._keys["latent"], row[..., None], np.arange(k)).astype(np.float32)
+        return eff, lat
+
+    def _materialise(self):
+        return [self._hash_effects(f, np.arange(c)) for f, c in enumerate(self.cardinalities)]
+
+    def _raw(self, stream: int, index: np.ndarray):
+        """(dense [B,13] float32, ids [B,26] int64, logit-without-intercept [B])."""
+        index = np.asarray(index, dtype=np.int64)
+        row = index.astype(np.uint64) * _U64(4) + _U64(stream)
+        feats = np.arange(NUM_SPARSE)
+        u = hash_uniform(self._keys["ids"], row[:, None], feats)
+        s = self.zipf
+        ids = np.empty((len(index), NUM_SPARSE), dtype=np.int64)
+        for f, c in enumerate(self.cardinalities):
+            # Inverse CDF of a continuous power law on [1, c + 1): a Zipf(s) rank.
+            if abs(s - 1.0) < 1e-9:
+                x = np.power(c + 1.0, u[:, f])
+            else:
+                x = np.power(1.0 + u[:, f] * ((c + 1.0) ** (1.0 - s) - 1.0), 1.0 / (1.0 - s))
+            rank = np.minimum(x.astype(np.int64), c) - 1
+            mult, add = self._perm[f]
+            ids[:, f] = (rank * mult + add) % c
+        z = hash_normal(self._keys["dense"], row[:, None], np.arange(NUM_DENSE))
+        counts = np.floor(np.expm1(np.maximum(self._dense_mu + self._dense_sigma * z, 0.0)))
+        dense = np.log1p(counts).astype(np.float32)  # what the model sees
+        # The teacher reads the same transformed values, so nothing is hidden from the model.
+        zs = (dense - self._dense_mu) / self._dense_sigma
+        logit = np.tanh(zs @ self._dense_w + self._dense_c) @ self._dense_a
+        lats = []
+        for f in range(NUM_SPARSE):
+            eff, lat = self._effects(f, ids[:, f])
+            logit += eff
+            lats.append(lat)
+        for f, g in self._pairs:
+            logit += self._pair_scale * np.einsum("bk,bk->b", lats[f], lats[g])
+        return dense, ids, logit
+
+    def _solve_intercept(self) -> float:
+        _, _, logit = self._raw(CALIBRATION_STREAM, np.arange(1 << 15))
+        return optimize.brentq(lambda b: special.expit(logit + b).mean() - self.base_ctr, -30, 30, xtol=1e-10)
+
+    # ----------------------------------------------------------------- public
+
+    def examples(self, stream: int, index: np.ndarray) -> tuple[Batch, np.ndarray]:
+        """(Batch, true click probabilities) of the given example indices."""
+        dense, ids, logit = self._raw(stream, index)
+        p = special.expit(logit + self._b0)
+        row = np.asarray(index, dtype=np.uint64) * _U64(4) + _U64(stream)
+        labels = (hash_uniform(self._keys["label"], row, 0) < p).astype(np.float32)
+        sizes = np.asarray(self.table_sizes, dtype=np.int64)
+        sparse = (ids % sizes).astype(np.int32)
+        return Batch(dense, sparse, labels), p
+
+    def train_batches(self, batch_size: int, start: int, stop: int,
+                      host_index: int = 0, host_count: int = 1) -> Iterator[Batch]:
+        if batch_size % host_count:
+            raise ValueError(f"batch size {batch_size} is not divisible by {host_count} hosts")
+        for lo in range(start, stop, batch_size):
+            hi = min(lo + batch_size, stop)
+            per_host = (hi - lo) // host_count
+            first = lo + host_index * per_host
+            yield self.examples(TRAIN_STREAM, np.arange(first, first + per_host))[0]
+
+    def eval_batch(self, num_examples: int) -> Batch:
+        return self._eval(num_examples)[0]
+
+    def eval_true_probs(self, num_examples: int) -> np.ndarray:
+        return self._eval(num_examples)[1]
+
+    def _eval(self, n: int):
+        if getattr(self, "_eval_cache", (None,))[0] != n:
+            self._eval_cache = (n, self.examples(EVAL_STREAM, np.arange(n)))
+        return self._eval_cache[1]
+
+
+def from_config(cfg) -> SyntheticSource:
+    """The generator a Config describes, with ids hashed into the model's table rows."""
+    s = cfg.synthetic
+    cards = spread_cardinalities(s.cardinalities) if isinstance(s.cardinalities, int) else s.cardinalities
+    return SyntheticSource(seed=s.seed, cardinalities=cards, zipf=s.zipf, base_ctr=s.base_ctr,
+                           id_effect=s.id_effect, pair_effect=s.pair_effect, dense_effect=s.dense_effect,
+                           latent_dim=s.latent_dim, table_sizes=table_rows_for(cfg.model.table_rows, cards))
+
+
+def table_rows_for(table_rows: int | Sequence[int], cardinalities: Sequence[int]) -> tuple[int, ...]:
+    """Model rows per feature: an explicit list, or the cardinalities capped at one number (0: no cap)."""
+    if isinstance(table_rows, int):
+        return tuple(min(c, table_rows) if table_rows > 0 else c for c in cardinalities)
+    return tuple(int(r) for r in table_rows)
