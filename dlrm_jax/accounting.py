@@ -1,0 +1,62 @@
+"""Parameters, FLOPs and embedding traffic, derived from the config in one place.
+
+Conventions (what the scaling-law x axes mean; the analysis report repeats them):
+* parameters: `embedding` = sum of table rows x D; `dense` = weights + biases of
+  the bottom and top MLPs.  Optimizer state is not counted.
+* FLOPs: multiply-adds count 2.  Forward FLOPs per example are the MLP matmuls
+  (2 * fan_in * fan_out per layer) plus the `dot` interaction's batched matmul
+  (2 * (F+1)^2 * D; XLA computes the full square, not only the triangle).
+  Training FLOPs per example = 3 x forward (backward ~ 2 x forward), the
+  convention of Kaplan et al. 2020 and the DLRM scaling paper.  Embedding
+  lookups and updates are memory traffic, not FLOPs: counted in bytes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE
+from dlrm_jax.model import interaction_width
+
+
+@dataclass(frozen=True)
+class Accounting:
+    params_embedding: int
+    params_dense: int
+    flops_bottom: int          # forward, per example
+    flops_interaction: int
+    flops_top: int
+    embedding_bytes_per_example: int   # lookup + gradient + optimizer read/write of touched rows
+
+    @property
+    def flops_forward(self) -> int:
+        return self.flops_bottom + self.flops_interaction + self.flops_top
+
+    @property
+    def flops_per_example(self) -> int:
+        """Training (forward + backward) FLOPs per example."""
+        return 3 * self.flops_forward
+
+    @property
+    def params_total(self) -> int:
+        return self.params_embedding + self.params_dense
+
+
+def _mlp(widths: list[int]) -> tuple[int, int]:
+    """(params, forward flops per example) of consecutive dense layers."""
+    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    flops = sum(2 * a * b for a, b in zip(widths[:-1], widths[1:]))
+    return params, flops
+
+
+def account(model_cfg, table_rows, embedding_optimizer: str = "rowwise_adagrad") -> Accounting:
+    d, f = model_cfg.embed_dim, NUM_SPARSE
+    bottom_p, bottom_f = _mlp([NUM_DENSE, *model_cfg.bottom_mlp, d])
+    top_p, top_f = _mlp([interaction_width(model_cfg.interaction, f, d), *model_cfg.top_mlp, 1])
+    inter_f = 2 * (f + 1) ** 2 * d if model_cfg.interaction == "dot" else 0
+    # Per example: read F rows (forward), write F rows (update), and the optimizer
+    # state of those rows read + written (adagrad: D floats, row-wise: 1 float).
+    acc = {"sgd": 0, "adagrad": d, "rowwise_adagrad": 1}[embedding_optimizer]
+    emb_bytes = 4 * f * (2 * d + 2 * acc)
+    return Accounting(params_embedding=int(sum(table_rows)) * d, params_dense=bottom_p + top_p,
+                      flops_bottom=bottom_f, flops_interaction=inter_f, flops_top=top_f,
+                      embedding_bytes_per_example=emb_bytes)

@@ -1,0 +1,158 @@
+"""The sparse arch: embedding tables kept outside optax, updated row by row.
+
+All F tables live in one concatenated table [R, D] (R = sum of rows), feature f
+owning rows [offsets[f], offsets[f] + rows[f]), as FBGEMM's table-batched
+embedding does: one gather for the lookup and one scatter for the update.
+
+Why not `jax.grad` through `jnp.take` and optax: that gradient is a dense [R, D]
+array and the optimizer then touches every row every step.  At paper scale
+(1e8 to 1e11 rows) that is the whole cost (DESIGN.md section 2).  Instead the
+train step differentiates w.r.t. the looked-up rows [B, F, D]; `sparse_update`
+sums the gradients of duplicate ids per unique row and applies the optimizer to
+those rows only:
+
+    sgd              w -= lr * g
+    adagrad          a += g**2              w -= lr * g / sqrt(a + eps)   (a: [R, D])
+    rowwise_adagrad  a += mean(g**2 over D) w -= lr * g / sqrt(a + eps)   (a: [R], FBGEMM / reference DLRM)
+
+where g is the summed gradient of a row over the batch.  These equal the dense
+optax updates on the full table exactly (rows with no gradient do not move),
+which tests/test_embedding.py checks.
+
+`sparse_update` takes `row_start` and drops ids outside [row_start, row_start +
+local rows), so a row-sharded table applies it unchanged to its own shard.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+
+class EmbeddingLayout(NamedTuple):
+    rows: tuple[int, ...]   # rows of each feature's table
+    dim: int                # D
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.rows)[:-1]]).astype(np.int64)
+
+    @property
+    def total_rows(self) -> int:
+        return int(sum(self.rows))
+
+    def global_ids(self, sparse: jax.Array) -> jax.Array:
+        """[B, F] per-feature ids -> [B, F] rows of the concatenated table."""
+        if self.total_rows >= 2 ** 31:
+            raise ValueError(f"{self.total_rows} rows do not fit int32 ids; shard tables into groups")
+        return sparse.astype(jnp.int32) + jnp.asarray(self.offsets, jnp.int32)
+
+
+@struct.dataclass
+class EmbeddingState:
+    table: jax.Array   # [R, D] float32
+    accum: jax.Array   # adagrad [R, D]; rowwise_adagrad [R]; sgd [0]
+
+
+def accum_shape(optimizer: str, rows: int, dim: int) -> tuple[int, ...]:
+    return {"sgd": (0,), "adagrad": (rows, dim), "rowwise_adagrad": (rows,)}[optimizer]
+
+
+def init_embedding(key: jax.Array, layout: EmbeddingLayout, optimizer: str,
+                   init_scale: float = 0.0, initial_accumulator: float = 0.0) -> EmbeddingState:
+    """Uniform(+-scale) rows; scale 1/sqrt(rows of the feature) as the reference DLRM when 0."""
+    rows = np.asarray(layout.rows)
+    scale = np.full(len(rows), init_scale) if init_scale > 0 else 1.0 / np.sqrt(rows)
+    row_scale = jnp.repeat(jnp.asarray(scale, jnp.float32), rows, total_repeat_length=layout.total_rows)
+    table = jax.random.uniform(key, (layout.total_rows, layout.dim), jnp.float32, -1.0, 1.0) * row_scale[:, None]
+    accum = jnp.full(accum_shape(optimizer, layout.total_rows, layout.dim), initial_accumulator, jnp.float32)
+    return EmbeddingState(table=table, accum=accum)
+
+
+def lookup(table: jax.Array, ids: jax.Array) -> jax.Array:
+    """[R, D] table, [B, F] global ids -> [B, F, D] rows."""
+    return jnp.take(table, ids, axis=0)
+
+
+def dedup_gradients(ids: jax.Array, grads: jax.Array, num_rows: int, row_start: int | jax.Array = 0):
+    """Sum the gradients of duplicate ids.
+
+    ids [...] global rows, grads [..., D] -> (unique local rows [N], summed grads [N, D])
+    with N = ids.size; unused slots and ids outside [row_start, row_start + num_rows)
+    hold the sentinel `num_rows` (out of range, so scatters with mode="drop" skip them).
+    """
+    flat = ids.reshape(-1) - row_start
+    g = grads.reshape(flat.shape[0], -1)
+    flat = jnp.where((flat >= 0) & (flat < num_rows), flat, num_rows)
+    uniq, inv = jnp.unique(flat, size=flat.shape[0], return_inverse=True, fill_value=num_rows)
+    summed = jax.ops.segment_sum(g, inv.reshape(-1), num_segments=flat.shape[0])
+    return uniq, summed
+
+
+def sparse_update(state: EmbeddingState, ids: jax.Array, grads: jax.Array, optimizer: str,
+                  learning_rate: float | jax.Array, eps: float = 1e-8,
+                  row_start: int | jax.Array = 0) -> EmbeddingState:
+    """Apply `optimizer` to the rows in `ids` only (see the module docstring)."""
+    num_rows = state.table.shape[0]
+    if optimizer == "sgd":
+        # Plain SGD is linear in g: scatter-adding per-occurrence gradients equals
+        # summing per row first, so the sort of `dedup_gradients` is not needed.
+        local = ids.reshape(-1) - row_start
+        local = jnp.where((local >= 0) & (local < num_rows), local, num_rows)
+        g = grads.reshape(local.shape[0], -1)
+        table = state.table.at[local].add(-learning_rate * g, mode="drop")
+        return state.replace(table=table)
+    uniq, g = dedup_gradients(ids, grads, num_rows, row_start)
+    if optimizer == "adagrad":
+        acc = state.accum.at[uniq].get(mode="fill", fill_value=0.0) + g * g
+    elif optimizer == "rowwise_adagrad":
+        acc = state.accum.at[uniq].get(mode="fill", fill_value=0.0) + jnp.mean(g * g, axis=-1)
+    else:
+        raise ValueError(f"unknown embedding optimizer {optimizer!r}")
+    accum = state.accum.at[uniq].set(acc, mode="drop")
+    scale = jax.lax.rsqrt(acc + eps)
+    step = g * (scale if optimizer == "adagrad" else scale[:, None])
+    table = state.table.at[uniq].add(-learning_rate * step, mode="drop")
+    return EmbeddingState(table=table, accum=accum)
+
+
+def dense_reference(optimizer: str, learning_rate: float, eps: float = 1e-8,
+                    initial_accumulator: float = 0.0) -> optax.GradientTransformation:
+    """The same optimizer as an optax transformation on the full [R, D] table.
+
+    Used as the reference the sparse path must match, and by `bench --dense-embedding`
+    to measure what the sparse path saves.
+    """
+    if optimizer == "sgd":
+        return optax.sgd(learning_rate)
+    if optimizer == "adagrad":
+        return optax.adagrad(learning_rate, initial_accumulator_value=initial_accumulator, eps=eps)
+    if optimizer == "rowwise_adagrad":
+        return optax.chain(_scale_by_rowwise_rss(initial_accumulator, eps), optax.scale(-learning_rate))
+    raise ValueError(f"unknown embedding optimizer {optimizer!r}")
+
+
+def _scale_by_rowwise_rss(initial_accumulator: float, eps: float) -> optax.GradientTransformation:
+    def init(params):
+        return jax.tree.map(lambda p: jnp.full(p.shape[:-1], initial_accumulator, p.dtype), params)
+
+    def update(updates, state, params=None):
+        state = jax.tree.map(lambda a, g: a + jnp.mean(g * g, axis=-1), state, updates)
+        updates = jax.tree.map(lambda g, a: g * jax.lax.rsqrt(a + eps)[..., None], updates, state)
+        return updates, state
+
+    return optax.GradientTransformation(init, update)
+
+
+def table_bytes(layout: EmbeddingLayout, optimizer: str, dtype_bytes: int = 4) -> int:
+    """Bytes of the table plus its optimizer state."""
+    acc = int(np.prod(accum_shape(optimizer, layout.total_rows, layout.dim)))
+    return (layout.total_rows * layout.dim + acc) * dtype_bytes
+
+
+def layout_for(rows: Sequence[int], dim: int) -> EmbeddingLayout:
+    return EmbeddingLayout(tuple(int(r) for r in rows), int(dim))

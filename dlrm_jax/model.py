@@ -1,0 +1,90 @@
+"""The DLRM dense part in Flax: dense arch, interaction, over arch.
+
+    dense [B, 13] --bottom MLP--> x [B, D]
+    x, embedded rows [B, F, D] --interaction--> [B, I]
+    [B, I] --top MLP--> logit [B]
+
+The embedding rows come in as an input, looked up by the sparse arch
+(dlrm_jax/embedding.py): tables are not Flax params, so optax never sees them
+and gradients w.r.t. the rows stay [B, F, D] (DESIGN.md section 2).
+
+Names follow TorchRec's DLRM: dense arch (bottom MLP), interaction, over arch
+(top MLP).  Initialisation follows the reference DLRM: weights
+N(0, sqrt(2 / (fan_in + fan_out))) (Glorot normal), biases N(0, sqrt(1 / fan_out)).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+
+def _bias_init(key, shape, dtype=jnp.float32):
+    return jax.random.normal(key, shape, dtype) * np.sqrt(1.0 / shape[-1])
+
+
+class MLP(nn.Module):
+    """Dense layers with ReLU; the last layer's ReLU is optional."""
+    features: Sequence[int]
+    relu_last: bool
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        for i, width in enumerate(self.features):
+            x = nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32,
+                         kernel_init=nn.initializers.glorot_normal(), bias_init=_bias_init,
+                         name=f"dense_{i}")(x)
+            if i < len(self.features) - 1 or self.relu_last:
+                x = nn.relu(x)
+        return x
+
+
+def dot_interaction(x: jax.Array, emb: jax.Array) -> jax.Array:
+    """Reference DLRM `dot`: x [B, D], emb [B, F, D] -> [B, D + (F+1)F/2].
+
+    Pairwise dot products of all F + 1 vectors, strict lower triangle, after x.
+    """
+    t = jnp.concatenate([x[:, None, :], emb], axis=1)          # [B, F+1, D]
+    z = jnp.einsum("bid,bjd->bij", t, t)                        # [B, F+1, F+1]
+    li, lj = np.tril_indices(t.shape[1], k=-1)
+    return jnp.concatenate([x, z[:, li, lj]], axis=1)
+
+
+def cat_interaction(x: jax.Array, emb: jax.Array) -> jax.Array:
+    """`cat`: x [B, D], emb [B, F, D] -> [B, (F+1) D]."""
+    return jnp.concatenate([x, emb.reshape(emb.shape[0], -1)], axis=1)
+
+
+INTERACTIONS = {"dot": dot_interaction, "cat": cat_interaction}
+
+
+def interaction_width(kind: str, num_sparse: int, dim: int) -> int:
+    """Width I of the interaction output (the over arch's input)."""
+    return dim + (num_sparse + 1) * num_sparse // 2 if kind == "dot" else (num_sparse + 1) * dim
+
+
+class DLRM(nn.Module):
+    embed_dim: int
+    bottom_mlp: Sequence[int]
+    top_mlp: Sequence[int]
+    interaction: str = "dot"
+    dtype: jnp.dtype = jnp.float32   # compute dtype of MLPs and interaction; params stay float32
+
+    @nn.compact
+    def __call__(self, dense: jax.Array, emb: jax.Array) -> jax.Array:
+        """dense [B, 13] float, emb [B, F, D] -> logits [B] float32."""
+        x = MLP(tuple(self.bottom_mlp) + (self.embed_dim,), relu_last=True, dtype=self.dtype,
+                name="dense_arch")(dense.astype(self.dtype))
+        z = INTERACTIONS[self.interaction](x, emb.astype(self.dtype))
+        logit = MLP(tuple(self.top_mlp) + (1,), relu_last=False, dtype=self.dtype, name="over_arch")(z)
+        return logit[:, 0].astype(jnp.float32)
+
+
+def from_config(model_cfg) -> DLRM:
+    return DLRM(embed_dim=model_cfg.embed_dim, bottom_mlp=tuple(model_cfg.bottom_mlp),
+                top_mlp=tuple(model_cfg.top_mlp), interaction=model_cfg.interaction,
+                dtype=jnp.bfloat16 if model_cfg.compute_dtype == "bfloat16" else jnp.float32)
