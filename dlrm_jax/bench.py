@@ -1,0 +1,119 @@
+"""`dlrm-scaling bench`: examples/s of the jitted train step.
+
+Times the step alone (batches are generated before timing and cycled, so the
+data source is not measured): compile and warm up, then `repeats` timings of
+`steps` steps each, reporting the median.  With `dense_embedding=True` the same
+process also times the dense-gradient baseline (tables as optax params, the
+full-table gradient and update every step) for comparison.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import jax
+import numpy as np
+import optax
+
+from dlrm_jax import accounting, config as config_lib, embedding as emb_lib, model as model_lib
+from dlrm_jax import step as step_lib
+from dlrm_jax.data import make_source
+from dlrm_jax.errors import UserError
+
+NUM_DISTINCT_BATCHES = 4
+
+
+def bench(cfg: config_lib.Config, batch_size: int | None = None, steps: int = 20, repeats: int = 5,
+          dense_embedding: bool = False) -> dict:
+    if batch_size is not None:
+        if batch_size <= 0:
+            raise UserError(f"--batch must be positive, got {batch_size}")
+        cfg = cfg.replace(**{"train.batch_size": batch_size,
+                             "train.examples": max(cfg.train.examples, batch_size)})
+    if steps <= 0 or repeats <= 0:
+        raise UserError("--steps and --repeats must be positive")
+    b = cfg.train.batch_size
+    source = make_source(cfg)
+    batches = [next(source.train_batches(b, i * b, (i + 1) * b)) for i in range(NUM_DISTINCT_BATCHES)]
+    batches = [tuple(jax.device_put(x) for x in batch) for batch in batches]
+    model = model_lib.from_config(cfg.model)
+    layout = emb_lib.layout_for(source.table_sizes, cfg.model.embed_dim)
+    tx = step_lib.dense_optimizer(cfg.train)
+    acct = accounting.account(cfg.model, layout.rows, cfg.embedding.optimizer)
+
+    state = jax.jit(lambda k: step_lib.init_state(k, model, tx, layout, cfg.embedding))(jax.random.PRNGKey(0))
+    step = jax.jit(step_lib.make_train_step(model, tx, layout, cfg.embedding), donate_argnums=0)
+    sparse_rate, state = _time(step, state, batches, steps, repeats)
+    result = {
+        "examples_per_s": sparse_rate,
+        "batch_size": b,
+        "embedding_optimizer": cfg.embedding.optimizer,
+        "table_rows": layout.total_rows,
+        "embed_dim": layout.dim,
+        "params_embedding": acct.params_embedding,
+        "params_dense": acct.params_dense,
+        "flops_per_example": acct.flops_per_example,
+        "achieved_tflops": sparse_rate * acct.flops_per_example / 1e12,
+        "devices": jax.device_count(),
+        "platform": jax.devices()[0].platform,
+        "device_kind": jax.devices()[0].device_kind,
+        "jax_version": jax.__version__,
+        "steps": steps, "repeats": repeats,
+    }
+    del state
+    if dense_embedding:
+        result["dense_embedding_examples_per_s"] = _bench_dense_embedding(cfg, model, tx, layout, batches,
+                                                                         steps, repeats)
+    return result
+
+
+def _time(step, state, batches, steps: int, repeats: int) -> tuple[float, object]:
+    b = batches[0][0].shape[0]
+    for i in range(3):  # compile and warm up
+        state, loss = step(state, *batches[i % len(batches)])
+    jax.block_until_ready(state)
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for i in range(steps):
+            state, loss = step(state, *batches[i % len(batches)])
+        jax.block_until_ready((state, loss))
+        rates.append(steps * b / (time.perf_counter() - t))
+    return statistics.median(rates), state
+
+
+def _bench_dense_embedding(cfg, model, tx, layout, batches, steps, repeats) -> float:
+    """The baseline the sparse path replaces: jax.grad through jnp.take, optax on the whole table."""
+    e = cfg.embedding
+    emb_tx = emb_lib.dense_reference(e.optimizer, e.learning_rate, e.eps, e.initial_accumulator)
+
+    def init(key):
+        s = step_lib.init_state(key, model, tx, layout, e)
+        return (s.params, s.opt_state, s.emb.table, emb_tx.init(s.emb.table))
+
+    def dense_step(st, dense, sparse, labels):
+        params, opt_state, table, emb_state = st
+
+        def loss_fn(params, table):
+            rows = emb_lib.lookup(table, layout.global_ids(sparse))
+            return step_lib.bce_loss(model.apply({"params": params}, dense, rows), labels)
+
+        loss, (gp, gt) = jax.value_and_grad(loss_fn, argnums=(0, 1))(params, table)
+        up, opt_state = tx.update(gp, opt_state, params)
+        ut, emb_state = emb_tx.update(gt, emb_state, table)
+        return (optax.apply_updates(params, up), opt_state, optax.apply_updates(table, ut), emb_state), loss
+
+    st = jax.jit(init)(jax.random.PRNGKey(0))
+    rate, _ = _time(jax.jit(dense_step, donate_argnums=0), st, batches, steps, repeats)
+    return rate
+
+
+def format_result(r: dict) -> str:
+    lines = [f"{r['examples_per_s']:,.0f} examples/s  (batch {r['batch_size']}, {r['table_rows']:,} rows x "
+             f"{r['embed_dim']}, {r['embedding_optimizer']}, {r['devices']} x {r['device_kind']}, "
+             f"jax {r['jax_version']}; median of {r['repeats']} x {r['steps']} steps)",
+             f"  {r['achieved_tflops']:.3f} TFLOP/s of model FLOPs ({r['flops_per_example']:,} per example)"]
+    if "dense_embedding_examples_per_s" in r:
+        d = r["dense_embedding_examples_per_s"]
+        lines.append(f"  dense-gradient baseline: {d:,.0f} examples/s (sparse is {r['examples_per_s'] / d:.2f}x)")
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""`dlrm-scaling` (and `python -m dlrm_jax`): one entry point, thin subcommands.
+
+Every subcommand's logic lives in an importable module; this file only parses
+arguments, and turns bad input (UserError, ValueError from the analysis) into
+one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from dlrm_jax.errors import UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dlrm-scaling", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train one DLRM into a run directory")
+    _add_config_args(t)
+    t.add_argument("--out", required=True, help="run directory (resumed if it exists)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    b = sub.add_parser("bench", help="examples/s of the jitted train step")
+    _add_config_args(b)
+    b.add_argument("--batch", type=int, help="global batch size (default: the preset's)")
+    b.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
+    b.add_argument("--repeats", type=int, default=5, help="timings; the median is reported")
+    b.add_argument("--dense-embedding", action="store_true",
+                   help="also time the dense-gradient baseline (optax on the full table)")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+
+    a = sub.add_parser("analyze", help="fit scaling laws to a sweep", add_help=False)
+    a.add_argument("rest", nargs=argparse.REMAINDER)
+
+    d = sub.add_parser("data", help="data preparation")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    cp = dsub.add_parser("criteo-prepare", help="Criteo TSV into columnar shards", add_help=False)
+    cp.add_argument("rest", nargs=argparse.REMAINDER)
+    return p
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="named preset: tiny, small, criteo-kaggle, criteo-mlperf")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable), e.g. --set train.examples=65536")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Subcommands owned by other modules parse their own arguments.
+    if argv[:1] == ["analyze"]:
+        from analysis.cli import main as analyze_main
+        return analyze_main(argv[1:])
+    if argv[:2] == ["data", "criteo-prepare"]:
+        from dlrm_jax.data.criteo_prepare import main as prepare_main
+        return prepare_main(argv[2:])
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except UserError as err:
+        print(f"dlrm-scaling {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    from dlrm_jax.config import load_config
+    cfg = load_config(args.preset, args.overrides)
+    if args.command == "train":
+        from dlrm_jax.train import train
+        s = train(cfg, args.out, progress=False if args.no_progress else None)
+        if s["status"] != "done":
+            print(f"run failed: {s['error']}", file=sys.stderr)
+            return 1
+        bayes = f"  (Bayes NE {s['bayes_ne']:.4f})" if s.get("bayes_ne") is not None else ""
+        rate = f"{s['examples_per_s']:,.0f} examples/s" if s.get("examples_per_s") else "n/a"
+        print(f"eval NE {s['eval_ne']:.4f}{bayes}  AUC {s['eval_auc']:.4f}  "
+              f"throughput {rate}  ({s['train_examples']:,} examples, {s['wall_s']:.1f} s) -> {args.out}")
+        return 0
+    if args.command == "bench":
+        from dlrm_jax.bench import bench, format_result
+        result = bench(cfg, batch_size=args.batch, steps=args.steps, repeats=args.repeats,
+                       dense_embedding=args.dense_embedding)
+        print(json.dumps(result) if args.json else format_result(result))
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Train state, the pure train step and the eval forward pass.
+
+Shapes: B batch, F = 26 sparse features, D embed dim, R total table rows.
+The functions here are pure; `dlrm_jax/train.py` jits them with shardings and
+donated state buffers.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from dlrm_jax import embedding as emb_lib
+from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array                      # int32 scalar
+    params: Any                          # dense (Flax) params: bottom + top MLP
+    opt_state: Any                       # optax state of `params`
+    emb: emb_lib.EmbeddingState          # tables + sparse optimizer state
+
+
+def dense_optimizer(train_cfg) -> optax.GradientTransformation:
+    """optax optimizer of the dense params with warm-up and decay, keyed by step."""
+    steps = max(1, train_cfg.examples * train_cfg.epochs // train_cfg.batch_size)
+    warmup = min(steps, train_cfg.warmup_examples // train_cfg.batch_size)
+    lr = train_cfg.learning_rate
+    if train_cfg.decay == "none":
+        after = optax.constant_schedule(lr)
+    elif train_cfg.decay == "cosine":
+        after = optax.cosine_decay_schedule(lr, max(1, steps - warmup))
+    else:
+        after = optax.linear_schedule(lr, 0.0, max(1, steps - warmup))
+    schedule = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup]) if warmup else after
+    make = {"adam": optax.adam, "adagrad": optax.adagrad, "sgd": optax.sgd}[train_cfg.optimizer]
+    return make(schedule)
+
+
+def init_state(key: jax.Array, model, tx: optax.GradientTransformation, layout: emb_lib.EmbeddingLayout,
+               emb_cfg) -> TrainState:
+    k_dense, k_emb = jax.random.split(key)
+    params = model.init(k_dense, jnp.zeros((1, NUM_DENSE)), jnp.zeros((1, NUM_SPARSE, layout.dim)))["params"]
+    emb = emb_lib.init_embedding(k_emb, layout, emb_cfg.optimizer, emb_cfg.init_scale, emb_cfg.initial_accumulator)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), emb=emb)
+
+
+def bce_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
+
+
+def make_train_step(model, tx: optax.GradientTransformation, layout: emb_lib.EmbeddingLayout,
+                    emb_cfg, lookup: Callable = emb_lib.lookup,
+                    update: Callable = emb_lib.sparse_update) -> Callable:
+    """(state, dense [B,13], sparse [B,F], labels [B]) -> (state, loss).
+
+    The gradient is taken w.r.t. the dense params and the looked-up rows
+    [B, F, D] only; `update` applies the sparse optimizer to touched rows.
+    `lookup` and `update` are parameters so a sharded placement can swap in
+    its own collectives without touching this step.
+    """
+
+    def train_step(state: TrainState, dense, sparse, labels):
+        ids = layout.global_ids(sparse)                              # [B, F]
+        rows = lookup(state.emb.table, ids)                          # [B, F, D]
+
+        def loss_fn(params, rows):
+            return bce_loss(model.apply({"params": params}, dense, rows), labels)
+
+        loss, (g_params, g_rows) = jax.value_and_grad(loss_fn, argnums=(0, 1))(state.params, rows)
+        updates, opt_state = tx.update(g_params, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        emb = update(state.emb, ids, g_rows, emb_cfg.optimizer, emb_cfg.learning_rate, emb_cfg.eps)
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state, emb=emb), loss
+
+    return train_step
+
+
+def make_predict(model, layout: emb_lib.EmbeddingLayout, lookup: Callable = emb_lib.lookup) -> Callable:
+    """(params, table, dense [B,13], sparse [B,F]) -> logits [B]."""
+
+    def predict(params, table, dense, sparse):
+        return model.apply({"params": params}, dense, lookup(table, layout.global_ids(sparse)))
+
+    return predict
