@@ -70,9 +70,9 @@ def _run(args) -> int:
     if args.command == "train":
         from dlrm_jax.train import train
         s = train(cfg, args.out, progress=False if args.no_progress else None)
-        if s["status"] != "done":
-            print(f"run failed: {s['error']}", file=sys.stderr)
-            return 1
+        if s["status"] != "done":  # a diverged run (NaN loss) is bad input too: exit 2
+            print(f"dlrm-scaling train: error: {args.out}: {s['error']}", file=sys.stderr)
+            return 2
         bayes = f"  (Bayes NE {s['bayes_ne']:.4f})" if s.get("bayes_ne") is not None else ""
         rate = f"{s['examples_per_s']:,.0f} examples/s" if s.get("examples_per_s") else "n/a"
         print(f"eval NE {s['eval_ne']:.4f}{bayes}  AUC {s['eval_auc']:.4f}  "

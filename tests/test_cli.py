@@ -1,0 +1,51 @@
+"""The CLI contract: bad input exits 2 with one clear line; `python -m dlrm_jax` works the same."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dlrm_jax.cli import main
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "train.exampels=5"], "unknown config key 'train.exampels'"),
+    (["--set", "train.examples=-5"], "train.examples must be positive, got -5"),
+    (["--set", "train.examples=100", "--set", "train.batch_size=256"],
+     "train.batch_size (256) is larger than the training examples (100)"),
+    (["--preset", "huge"], "unknown preset 'huge'"),
+])
+def test_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys):
+    code = main(["train", "--preset", "tiny", *args, "--out", str(tmp_path / "r")]
+                if "--preset" not in args else ["train", *args, "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and message in err and err.startswith("dlrm-scaling train: error:")
+    assert not (tmp_path / "r").exists()  # nothing half-written
+
+
+def test_out_is_a_file(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["train", "--preset", "tiny", "--out", str(f)]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_nan_exits_2(tmp_path, capsys):
+    code = main(["train", "--preset", "tiny", "--set", "train.examples=2048", "--set", "train.learning_rate=1e30",
+                 "--set", "embedding.learning_rate=1e30", "--out", str(tmp_path / "r"), "--no-progress"])
+    assert code == 2
+    assert "train loss is" in capsys.readouterr().err
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "failed"
+
+
+def test_python_m_and_bench_json(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "dlrm_jax", "bench", "--preset", "tiny", "--batch", "128",
+                          "--steps", "2", "--repeats", "2", "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["examples_per_s"] > 0 and result["batch_size"] == 128
+    bad = subprocess.run([sys.executable, "-m", "dlrm_jax", "train", "--preset", "nope", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip() == ("dlrm-scaling train: error: unknown preset 'nope'; "
+                                                          "choose one of tiny, small, criteo-kaggle, criteo-mlperf")
