@@ -1,0 +1,218 @@
+"""Streaming bytes in: whole-line blocks from plain or gzipped files, hashed
+as read, and an ordered thread-pool map that overlaps reading, parsing and
+writing (zlib, hashlib and numpy's vector loops release the GIL)."""
+from __future__ import annotations
+
+import collections
+import gzip
+import hashlib
+import queue
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, NamedTuple
+
+BLOCK_BYTES = 256 << 10     # parse granularity: ~1,000 Criteo lines, cache-sized
+MAX_LINE_BYTES = 1 << 20    # a "line" longer than this is not Criteo text
+
+
+class StreamError(Exception):
+    """The byte stream itself is bad (truncated or corrupt gzip, huge line)."""
+
+
+def is_gzip(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+class _Hashing:
+    """File wrapper that feeds every byte read to a hash."""
+
+    def __init__(self, f, h):
+        self.f, self.h = f, h
+
+    def read(self, n=-1):
+        data = self.f.read(n)
+        self.h.update(data)
+        return data
+
+    def readable(self):
+        return True
+
+
+class Block(NamedTuple):
+    offset: int       # position of `data` in the decompressed stream
+    first_line: int   # 0-based line number of its first line
+    lines: int
+    data: memoryview  # whole lines, each ending with b"\n"
+
+
+class BlockReader:
+    """Blocks of whole lines of the (decompressed) stream, from `start` on.
+
+    Blocks never straddle a unit boundary (every `unit_lines` lines), and the
+    block grid restarts at each unit start, so the blocks of a unit are the
+    same whether reading began at the file start or resumed at that unit.
+    A last line without a newline gets one appended (not counted in `total`).
+    When the stream is exhausted, `total` is its length and `sha256` the hex
+    digest of the file's bytes as stored (compressed, for gzip).
+    """
+
+    def __init__(self, path, start: int = 0, start_line: int = 0,
+                 unit_lines: int = 1 << 62, block_bytes: int = BLOCK_BYTES):
+        self._raw = open(path, "rb")
+        self._hash = hashlib.sha256()
+        self._src = _Hashing(self._raw, self._hash)
+        self.gzip = self._raw.peek(2)[:2] == b"\x1f\x8b"
+        self._stream = (gzip.GzipFile(fileobj=self._src, mode="rb") if self.gzip
+                        else self._src)
+        self.start, self.start_line = start, start_line
+        self.unit_lines, self.block_bytes = unit_lines, block_bytes
+        self.total = 0
+        self.sha256 = None
+
+    def _read(self, n: int) -> bytes:
+        try:
+            # read1: one decompression step, so the data before a truncation
+            # point arrives before the error does.
+            return self._stream.read1(n) if self.gzip else self._stream.read(n)
+        except EOFError:
+            raise StreamError("gzip stream is truncated (compressed data ended early)") from None
+        except (gzip.BadGzipFile, zlib.error, OSError) as e:
+            raise StreamError(f"gzip stream is corrupt ({e})") from None
+
+    def _more(self) -> bytes:
+        """Next chunk; on a stream error, b"" now and the error after the
+        complete lines already read have been yielded."""
+        try:
+            return self._read(4 * self.block_bytes)
+        except StreamError as e:
+            self._error = e
+            return b""
+
+    def blocks(self) -> Iterator[Block]:
+        skip = self.start
+        while skip:                       # resume: decompress (and hash) the done prefix
+            data = self._read(min(skip, 4 * self.block_bytes))
+            if not data:
+                raise StreamError(f"stream ended at byte {self.start - skip}, before the "
+                                  f"resume point {self.start}: did the file change?")
+            skip -= len(data)
+        R, B = self.unit_lines, self.block_bytes
+        offset, line = self.start, self.start_line
+        next_unit = (line // R + 1) * R
+        buf, pos, eof, self._error = b"", 0, False, None
+        while True:
+            if not eof and len(buf) - pos < B:
+                data = self._more()
+                eof = not data
+                buf, pos = buf[pos:] + data, 0
+                continue
+            if pos == len(buf):
+                break
+            cut = buf.rfind(b"\n", pos, pos + B) + 1
+            if cut == 0:                              # a line longer than B
+                cut = buf.find(b"\n", pos) + 1
+                if cut == 0 and not eof:
+                    if len(buf) - pos > MAX_LINE_BYTES:
+                        raise StreamError(f"no newline in {len(buf) - pos:,} bytes: "
+                                          "not Criteo text")
+                    data = self._more()
+                    eof = not data
+                    buf, pos = buf[pos:] + data, 0
+                    continue
+            if cut == 0:                              # last line, no newline
+                if self._error:
+                    break
+                self.total = offset + len(buf) - pos
+                yield Block(offset, line, 1, memoryview(buf[pos:] + b"\n"))
+                break
+            n = buf.count(b"\n", pos, cut)
+            if line + n > next_unit:                  # stop at the unit boundary
+                n = next_unit - line
+                cut = pos
+                for _ in range(n):
+                    cut = buf.index(b"\n", cut) + 1
+            yield Block(offset, line, n, memoryview(buf)[pos:cut])
+            offset += cut - pos
+            line += n
+            pos = cut
+            if line == next_unit:
+                next_unit += R
+            self.total = offset
+        if self._error:
+            raise self._error
+        while self._src.read(1 << 20):    # hash any bytes the decompressor left unread
+            pass
+        self.sha256 = self._hash.hexdigest()
+
+    def close(self):
+        self._raw.close()
+
+
+_END = object()
+
+
+def parallel_map(fn: Callable, items: Iterable, threads: int) -> Iterator[tuple]:
+    """Yield (item, fn(item)) in order; items are produced by a background
+    thread, fn runs on `threads` threads with a bounded window in flight.
+    An exception from producing items is raised after the earlier results."""
+    q: queue.Queue = queue.Queue(maxsize=2 * threads + 2)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for x in items:
+                while not stop.is_set():
+                    try:
+                        q.put(x, timeout=0.1)
+                        break
+                    except queue.Full:
+                        pass
+                if stop.is_set():
+                    return
+            q.put(_END)
+        except BaseException as e:         # forwarded in order
+            q.put(e)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    window: collections.deque = collections.deque()
+    pool = ThreadPoolExecutor(max(1, threads))
+    try:
+        while True:
+            x = q.get()
+            if x is _END or isinstance(x, BaseException):
+                while window:
+                    item, fut = window.popleft()
+                    yield item, fut.result()
+                if x is _END:
+                    return
+                raise x
+            window.append((x, pool.submit(fn, x)))
+            if len(window) > threads:
+                item, fut = window.popleft()
+                yield item, fut.result()
+    finally:
+        stop.set()
+        while producer.is_alive():        # unblock a producer waiting on a full queue
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def count_lines(path) -> int:
+    """Physical lines (a last line without a newline counts)."""
+    r = BlockReader(path, block_bytes=1 << 20)
+    try:
+        n, last = 0, b"\n"
+        while True:
+            data = r._read(r.block_bytes)
+            if not data:
+                return n + (last != b"\n")
+            n += data.count(b"\n")
+            last = data[-1:]
+    finally:
+        r.close()

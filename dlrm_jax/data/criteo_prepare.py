@@ -1,0 +1,486 @@
+"""`dlrm-scaling data criteo-prepare`: Criteo TSV -> memory-mappable shards.
+
+Streams plain or gzipped sources in blocks of whole lines (bounded memory),
+parses them with `criteo_format.parse_block` in a few threads, and writes
+each *unit* of `rows_per_shard` input lines as one shard per split:
+
+    DATA_DIR/manifest.json
+    DATA_DIR/<split>/shard-SSS-UUUUU.dense.npy    float32|float16 [rows, 13]
+    DATA_DIR/<split>/shard-SSS-UUUUU.sparse.npy   int32 [rows, 26]
+    DATA_DIR/<split>/shard-SSS-UUUUU.labels.npy   uint8 [rows]
+    DATA_DIR/vocab/C<j>.values.npy, .counts.npy   (--min-count only)
+
+(SSS = source index, UUUUU = unit within the source.)  Shard files are written
+under a temporary name and renamed; then a record in DATA_DIR/.progress marks
+the unit finished.  A rerun with the same sources and options skips finished
+units, so a killed run resumes and ends byte-identical to an uninterrupted
+one; the records fold into manifest.json at the end.  Shards depend only on
+the lines of their unit, never on worker or thread counts.
+
+Bad input (`FILE:LINE: what`) stops the run by default and leaves no partial
+output; `--on-bad-row skip` drops bad rows and counts them per reason.
+Empty files and truncated/corrupt gzip are always errors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import UserError
+from . import criteo_format as cf
+from . import criteo_manifest as manifest_io
+from .criteo_io import Block, BlockReader, StreamError, count_lines, is_gzip, parallel_map
+from .criteo_manifest import FORMAT, FORMAT_VERSION, write_json
+from .criteo_splits import SplitPlan, parse_split
+from .criteo_vocab import CountPiece, Vocab, count_unit, merge_counts
+
+DEFAULT_HASH_ROWS = 10_000_000    # the reference DLRM's --max-ind-range on the 1TB logs
+PROGRESS = ".progress"
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """Everything that decides the output bytes (recorded in the manifest)."""
+    split: str = "none"
+    hash_rows: tuple[int, ...] = (DEFAULT_HASH_ROWS,) * cf.NUM_SPARSE
+    min_count: int | None = None            # set: vocabulary mode instead of hashing
+    vocab_split: str | None = None          # rows counted for the vocabulary (default train)
+    dense_transform: str = "log1p"
+    dense_dtype: str = "float32"
+    rows_per_shard: int = 1_000_000
+    on_bad_row: str = "error"
+
+    def identity(self) -> dict:
+        d = asdict(self)
+        d["hash_rows"] = None if self.min_count else list(self.hash_rows)
+        return d
+
+
+    def check(self) -> None:
+        if len(self.hash_rows) != cf.NUM_SPARSE or not all(
+                2 <= r <= 2 ** 31 - 1 for r in self.hash_rows):
+            raise UserError(f"--hash-rows: want 1 or {cf.NUM_SPARSE} values in [2, 2^31-1], "
+                            f"got {list(self.hash_rows)}")
+        if self.min_count is not None and self.min_count < 1:
+            raise UserError(f"--min-count must be >= 1, got {self.min_count}")
+        if self.rows_per_shard < 1:
+            raise UserError(f"--rows-per-shard must be >= 1, got {self.rows_per_shard}")
+        if self.dense_transform not in cf.DENSE_TRANSFORMS:
+            raise UserError(f"--dense-transform must be one of {cf.DENSE_TRANSFORMS}")
+        if self.dense_dtype not in ("float32", "float16"):
+            raise UserError("--dense-dtype must be float32 or float16")
+        if self.on_bad_row not in ("error", "skip"):
+            raise UserError("--on-bad-row must be error or skip")
+
+    def counted_split(self, names: Sequence[str]) -> str:
+        split = self.vocab_split or ("train" if "train" in names else names[0])
+        if split not in names:
+            raise UserError(f"--vocab-split {split}: not one of this split's {list(names)}")
+        return split
+
+
+# ---------------------------------------------------------------------------
+# One source, one pass (in a worker process or in-process)
+# ---------------------------------------------------------------------------
+def _save_npy(path: Path, pieces: list[np.ndarray]) -> None:
+    """np.save of the concatenation, written piece by piece; temp + rename."""
+    tmp = path.with_name(path.name.replace(".npy", ".tmp.npy"))
+    shape = (sum(p.shape[0] for p in pieces),) + pieces[0].shape[1:]
+    with open(tmp, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {
+            "descr": np.lib.format.dtype_to_descr(pieces[0].dtype),
+            "fortran_order": False, "shape": shape})
+        for p in pieces:
+            f.write(np.ascontiguousarray(p).data)
+    os.replace(tmp, path)
+
+
+class _Piece:
+    """Rows of one split within one unit: blocks of columns plus stats."""
+
+    def __init__(self):
+        self.cols = {c: [] for c in manifest_io.COLUMNS}
+        self.stats = None
+
+    def add(self, part: dict) -> None:
+        for c in manifest_io.COLUMNS:
+            self.cols[c].append(part[c])
+        self.stats = manifest_io.add_stats(self.stats, part["stats"])
+
+    def write(self, split_dir: Path, name: str) -> dict:
+        split_dir.mkdir(parents=True, exist_ok=True)
+        for c, pieces in self.cols.items():
+            _save_npy(split_dir / f"{name}.{c}.npy", pieces)
+        return dict(manifest_io.stats_json(self.stats), name=name)
+
+
+@dataclass
+class _Task:
+    out: str
+    index: int
+    path: str
+    display: str               # the path as the user gave it, for messages
+    opts: PrepareOptions
+    plan: SplitPlan
+    mode: str                  # "count" (vocabulary pass) or "write"
+    done: dict                 # unit -> record, units finished by an earlier run
+    threads: int
+
+
+class _SourcePass:
+    """Stream one source once; count or write every unfinished unit."""
+
+    def __init__(self, task: _Task, on_unit_done: Callable | None = None):
+        self.t, self.on_unit_done = task, on_unit_done
+        self.R = task.opts.rows_per_shard
+        self.out = Path(task.out)
+        self.vocab_code = task.plan.names.index(task.opts.counted_split(task.plan.names))
+        self.mapping = None
+        if task.mode == "write":
+            self.mapping = (Vocab.load(self.out / "vocab") if task.opts.min_count
+                            else np.asarray(task.opts.hash_rows, np.int64))
+        self.dtype = np.dtype(task.opts.dense_dtype)
+
+    def _convert(self, block: Block):
+        """On a pool thread: parse, transform, map ids, cut by split, stats."""
+        pb = cf.parse_block(block.data)
+        if pb.reasons.size != block.lines:
+            raise RuntimeError("reader and parser disagree on line count")
+        r, o = pb.rows, self.t.opts
+        local = np.flatnonzero(pb.good) if r.labels.size < block.lines else np.arange(block.lines)
+        codes = self.t.plan.assign(self.t.index, block.first_line + local)
+        parts = {}
+        if self.t.mode == "count":
+            sel = codes == self.vocab_code
+            if sel.any():
+                parts[self.vocab_code] = cf.Rows(*(x[sel] for x in r))
+            return pb, parts
+        dense = cf.transform_dense(r.dense, r.dense_missing, o.dense_transform, self.dtype)
+        ids = (self.mapping.ids(r.cats, r.cat_missing) if o.min_count
+               else cf.hash_ids(r.cats, r.cat_missing, self.mapping))
+        uniq = np.unique(codes)
+        for c in uniq:
+            sel = slice(None) if uniq.size == 1 else codes == c
+            parts[int(c)] = {
+                "dense": dense[sel], "sparse": ids[sel], "labels": r.labels[sel],
+                "stats": manifest_io.shard_stats(r.labels[sel], r.dense[sel],
+                                                 r.dense_missing[sel], dense[sel],
+                                                 r.cat_missing[sel])}
+        return pb, parts
+
+    def run(self) -> dict:
+        t = self.t
+        first = 0
+        while first in t.done:            # finished units form a prefix: skip them
+            first += 1
+        start = t.done[first - 1]["end_offset"] if first else 0
+        self.line = first * self.R
+        self._reset(first)
+        reader = BlockReader(t.path, start, self.line, self.R)
+        it = parallel_map(self._convert, reader.blocks(), t.threads)
+        try:
+            for block, (pb, parts) in it:
+                if not pb.good.all():
+                    self._bad_lines(block, pb)
+                for c, part in parts.items():
+                    self.pieces.setdefault(c, CountPiece() if t.mode == "count"
+                                           else _Piece()).add(part)
+                self.line += block.lines
+                if self.line == (self.unit + 1) * self.R:
+                    self._finish(self.R, block.offset + len(block.data))
+        except StreamError as e:
+            raise UserError(f"{t.display}:{self.line + 1}: {e}") from None
+        finally:
+            it.close()
+            reader.close()
+        if self.line == 0:
+            raise UserError(f"{t.display}:1: file is empty (no rows)")
+        if self.line > self.unit * self.R:
+            self._finish(self.line - self.unit * self.R, reader.total)
+        result = {"index": t.index, "sha256": reader.sha256, "lines": self.line,
+                  "bytes": reader.total}
+        write_json(self.out / PROGRESS / f"{t.mode}-source-{t.index:03d}.json", result)
+        return result
+
+    def _reset(self, unit: int) -> None:
+        self.unit, self.pieces, self.bad, self.examples = unit, {}, {}, []
+
+    def _bad_lines(self, block: Block, pb: cf.ParsedBlock) -> None:
+        """Stop at the first bad line (with its FILE:LINE), or count it."""
+        for i in np.flatnonzero(~pb.good):
+            start = int(pb.line_ends[i - 1]) if i else 0
+            where = f"{self.t.display}:{block.first_line + i + 1}"
+            try:
+                cf.parse_line(bytes(block.data[start:int(pb.line_ends[i]) - 1]))
+            except cf.BadRow as e:
+                if self.t.opts.on_bad_row == "error":
+                    raise UserError(f"{where}: {e}") from None
+                self.bad[e.reason] = self.bad.get(e.reason, 0) + 1
+                if len(self.examples) < 5:
+                    self.examples.append(f"{where}: {e}")
+            else:
+                raise RuntimeError(f"{where}: the fast and reference parsers disagree")
+
+    def _finish(self, lines: int, end_offset: int) -> None:
+        t, name = self.t, f"{self.t.index:03d}-{self.unit:05d}"
+        rec = {"source": t.index, "unit": self.unit, "first_line": self.unit * self.R,
+               "lines": lines, "end_offset": end_offset, "bad_rows": self.bad,
+               "bad_examples": self.examples}
+        if t.mode == "write":
+            rec["shards"] = {t.plan.names[c]: p.write(self.out / t.plan.names[c], "shard-" + name)
+                             for c, p in sorted(self.pieces.items())}
+        else:
+            count_unit(self.out / PROGRESS / f"count-{name}.npz",
+                       self.pieces.get(self.vocab_code))
+        write_json(self.out / PROGRESS / f"{t.mode}-{name}.json", rec)
+        if self.on_unit_done is not None:
+            self.on_unit_done(rec)
+        self._reset(self.unit + 1)
+
+
+def _run_task(task: _Task) -> dict:
+    """Entry point of a worker process."""
+    return _SourcePass(task).run()
+
+
+# ---------------------------------------------------------------------------
+# The whole preparation
+# ---------------------------------------------------------------------------
+def _source_infos(sources: Sequence[str]) -> list[dict]:
+    infos = []
+    for s in sources:
+        p = Path(s)
+        if not p.is_file():
+            raise UserError(f"--src {s}: no such file")
+        st = p.stat()
+        infos.append({"path": str(p.resolve()), "name": p.name, "size": st.st_size,
+                      "mtime_ns": st.st_mtime_ns,
+                      "compression": "gzip" if is_gzip(p) else "none"})
+    return infos
+
+
+def _open_out(out: Path, opts: PrepareOptions, infos: list[dict]) -> tuple[dict, bool]:
+    """(state, fresh): the manifest of an earlier run with the same inputs, or a
+    new in-progress one.  Refuses a directory holding anything else."""
+    mpath = out / "manifest.json"
+    if mpath.exists():
+        state = json.loads(mpath.read_text())
+        if state.get("format") != FORMAT or state.get("format_version") != FORMAT_VERSION:
+            raise UserError(f"{mpath}: not a {FORMAT} v{FORMAT_VERSION} manifest")
+        if state["options"] != opts.identity():
+            diff = sorted(k for k, v in opts.identity().items() if state["options"].get(k) != v)
+            raise UserError(f"--out {out} was prepared with other options ({', '.join(diff)}); "
+                            "use a new --out or delete it")
+        key = ("path", "size", "mtime_ns")
+        if [[i[k] for k in key] for i in state["sources"]] != [[i[k] for k in key] for i in infos]:
+            raise UserError(f"--out {out} was prepared from other or changed sources; "
+                            "use a new --out or delete it")
+        return state, False
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out} exists and holds no manifest.json; refusing to write there")
+    out.mkdir(parents=True, exist_ok=True)
+    state = {"format": FORMAT, "format_version": FORMAT_VERSION, "status": "in_progress",
+             "options": opts.identity(), "sources": infos}
+    write_json(mpath, state)
+    return state, True
+
+
+def _records(out: Path, mode: str) -> dict[int, dict[int, dict]]:
+    recs: dict[int, dict[int, dict]] = {}
+    for p in (out / PROGRESS).glob(f"{mode}-[0-9]*-[0-9]*.json"):
+        r = json.loads(p.read_text())
+        recs.setdefault(r["source"], {})[r["unit"]] = r
+    return recs
+
+
+def _run_pass(mode, out, paths, displays, opts, plan, workers, threads, on_unit_done, log):
+    """Run `mode` over every source not yet finished; results per source."""
+    done = _records(out, mode)
+    results, tasks = {}, []
+    for i, (p, d) in enumerate(zip(paths, displays)):
+        rp = out / PROGRESS / f"{mode}-source-{i:03d}.json"
+        if rp.exists():
+            results[i] = json.loads(rp.read_text())
+        else:
+            tasks.append(_Task(str(out), i, p, d, opts, plan, mode, done.get(i, {}), threads))
+    if tasks:
+        resumed = sum(len(t.done) for t in tasks)
+        log(f"criteo-prepare: {mode} pass over {len(tasks)} source(s)"
+            + (f", resuming after {resumed} finished unit(s)" if resumed else ""))
+    if workers <= 1 or len(tasks) <= 1:
+        for t in tasks:
+            results[t.index] = _SourcePass(t, on_unit_done).run()
+            log(f"  {t.display}: {results[t.index]['lines']:,} lines")
+    else:
+        ctx = multiprocessing.get_context("spawn")     # never fork a process that may hold JAX
+        with ctx.Pool(min(workers, len(tasks))) as pool:
+            for t, res in zip(tasks, pool.imap(_run_task, tasks)):
+                results[t.index] = res
+                if on_unit_done is not None:
+                    for u, rec in sorted(_records(out, mode).get(t.index, {}).items()):
+                        if u not in t.done:
+                            on_unit_done(rec)
+                log(f"  {t.display}: {res['lines']:,} lines")
+    return results
+
+
+def _cleanup(out: Path, fresh: bool) -> None:
+    """After a failure: remove temp files; a fresh run removes all it wrote."""
+    if fresh:
+        for p in list(out.iterdir()):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        out.rmdir()
+        return
+    for p in out.rglob("*.tmp*"):
+        p.unlink(missing_ok=True)
+
+
+def prepare(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
+            opts: PrepareOptions = PrepareOptions(), *, workers: int = 1,
+            threads: int | None = None, on_unit_done: Callable[[dict], None] | None = None,
+            log: Callable[[str], None] | None = None) -> dict:
+    """Prepare (or resume preparing) `out` from `sources`; returns the manifest.
+
+    `workers` processes work on different sources; each runs `threads` parse
+    threads (default: the CPUs shared out).  `on_unit_done(record)` is called
+    after each finished unit (per source when workers > 1).
+    """
+    log = log or (lambda msg: None)
+    opts.check()
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    threads = threads or max(1, min(4, (os.cpu_count() or 1) // workers))
+    spec = parse_split(opts.split)
+    displays = spec.order_sources([str(s) for s in sources])
+    infos = _source_infos(displays)
+    paths = [i["path"] for i in infos]
+    out = Path(out)
+    state, fresh = _open_out(out, opts, infos)
+    if state["status"] == "complete":
+        log(f"criteo-prepare: {out} is already complete")
+        return state
+    try:
+        (out / PROGRESS).mkdir(exist_ok=True)
+        for p in out.rglob("*.tmp*"):             # left by a killed run
+            p.unlink()
+        counts = state.setdefault("line_counts", {})
+        for i, need in enumerate(spec.needs_counts(displays)):
+            if need and str(i) not in counts:
+                log(f"criteo-prepare: counting lines of {displays[i]}")
+                try:
+                    counts[str(i)] = count_lines(paths[i])
+                except StreamError as e:
+                    raise UserError(f"{displays[i]}: {e}") from None
+                write_json(out / "manifest.json", state)
+        plan = spec.bind(paths, [counts.get(str(i)) for i in range(len(paths))])
+        counted = opts.counted_split(plan.names)
+        run = dict(out=out, paths=paths, displays=displays, opts=opts, plan=plan,
+                   workers=workers, threads=threads, log=log)
+        if opts.min_count:
+            if not (out / "vocab" / "done").exists():
+                _run_pass("count", on_unit_done=None, **run)
+                vocab = Vocab.build(merge_counts(sorted((out / PROGRESS).glob("count-*.npz"))),
+                                    opts.min_count)
+                vocab.save(out / "vocab")
+                (out / "vocab" / "done").write_text("")
+            table_sizes = Vocab.load(out / "vocab").sizes
+        else:
+            table_sizes = list(opts.hash_rows)
+        results = _run_pass("write", on_unit_done=on_unit_done, **run)
+        for i, c in counts.items():
+            if results[int(i)]["lines"] != c:
+                raise UserError(f"{displays[int(i)]}: {c} lines when counted, "
+                                f"{results[int(i)]['lines']} when read: did it change?")
+        manifest = manifest_io.build(opts, plan, infos, results, _records(out, "write"),
+                                     table_sizes, counted)
+        write_json(out / "manifest.json", manifest)
+        shutil.rmtree(out / PROGRESS)
+        (out / "vocab" / "done").unlink(missing_ok=True)
+        log(f"criteo-prepare: {manifest['rows']:,} rows -> {out} "
+            + ", ".join(f"{k} {v['rows']:,}" for k, v in manifest["splits"].items()))
+        return manifest
+    except UserError:
+        _cleanup(out, fresh)
+        raise
+    except BaseException:
+        _cleanup(out, False)
+        raise
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):            # one line, exit code 2 via UserError
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _hash_rows(text: str) -> tuple[int, ...]:
+    try:
+        rows = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise UserError(f"--hash-rows {text!r}: want an integer or {cf.NUM_SPARSE} "
+                        "comma-separated integers") from None
+    if len(rows) == 1:
+        rows *= cf.NUM_SPARSE
+    if len(rows) != cf.NUM_SPARSE:
+        raise UserError(f"--hash-rows: want 1 or {cf.NUM_SPARSE} values, got {len(rows)}")
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="dlrm-scaling data criteo-prepare",
+                 description="Criteo click logs (TSV, plain or gzip) -> memory-mappable shards "
+                             "+ manifest.json; resumable.")
+    ap.add_argument("--src", nargs="+", required=True, metavar="FILE",
+                    help="train.txt or day_0 .. day_23 (plain or .gz)")
+    ap.add_argument("--out", required=True, metavar="DATA_DIR")
+    ap.add_argument("--split", default="none",
+                    help="kaggle-dlrm | terabyte | terabyte-dlrm | random:F1,F2,F3:SEED | "
+                         "head:N | none (default)")
+    cat = ap.add_mutually_exclusive_group()
+    cat.add_argument("--hash-rows", type=_hash_rows, default=None, metavar="N[,N...]",
+                     help=f"rows per hashed table, one or 26 (default {DEFAULT_HASH_ROWS:,})")
+    cat.add_argument("--min-count", type=int, default=None, metavar="K",
+                     help="vocabulary mode: ids for values seen >= K times (two passes)")
+    ap.add_argument("--vocab-split", default=None, help="split counted by --min-count "
+                    "(default train)")
+    ap.add_argument("--dense-transform", default="log1p", choices=cf.DENSE_TRANSFORMS)
+    ap.add_argument("--dense-dtype", default="float32", choices=("float32", "float16"))
+    ap.add_argument("--rows-per-shard", type=int, default=1_000_000, metavar="N",
+                    help="input lines per shard (the resume granularity)")
+    ap.add_argument("--on-bad-row", default="error", choices=("error", "skip"))
+    ap.add_argument("--workers", type=int, default=1, help="processes over source files")
+    ap.add_argument("--threads", type=int, default=None, help="parse threads per worker")
+    ap.add_argument("--quiet", action="store_true")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        a = build_parser().parse_args(argv)
+        opts = PrepareOptions(split=a.split, min_count=a.min_count, vocab_split=a.vocab_split,
+                              dense_transform=a.dense_transform, dense_dtype=a.dense_dtype,
+                              rows_per_shard=a.rows_per_shard, on_bad_row=a.on_bad_row,
+                              **({"hash_rows": a.hash_rows} if a.hash_rows else {}))
+        prepare(a.src, a.out, opts, workers=a.workers, threads=a.threads,
+                log=None if a.quiet else (lambda m: print(m, flush=True)))
+        return 0
+    except UserError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except SystemExit as e:               # --help
+        return int(e.code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""Prepared Criteo shards as a `DataSource` for the train loop.
+
+    source = CriteoSource("data/kaggle", train_split="train", eval_split="val",
+                          shuffle_window=1 << 20, seed=0)
+    # or, from config: data.source=criteo:DATA_DIR
+
+The training split is an endless stream: position p is row p % N of epoch
+p // N.  With `shuffle_window` W > 0 the split is cut into windows of W
+consecutive rows; each epoch visits the windows in a permuted order and the
+rows of each window in a permuted order, both drawn from (seed, epoch[,
+window]) only, so every position maps to one row whatever the batch size,
+host count or resume point.  Reads stay sequential on disk (one window at a
+time).  W = 0 reads in stored order; W >= N shuffles the whole split.
+
+Multi-host: each host reads only its contiguous slice of every global batch.
+A background thread keeps `prefetch` batches ready.  Shapes: dense float32
+[B, 13], sparse int32 [B, 26], labels float32 [B].
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import UserError
+from . import criteo_manifest as manifest_io
+from .base import NUM_DENSE, NUM_SPARSE, Batch
+
+
+class _Split:
+    """One split's shards, memory-mapped lazily; rows in stored order."""
+
+    def __init__(self, data_dir, name: str, manifest: dict):
+        self.dir, self.name = data_dir, name
+        self.shards = manifest["splits"][name]["shards"]
+        self.starts = np.concatenate([[0], np.cumsum([s["rows"] for s in self.shards])])
+        self.rows = int(self.starts[-1])
+        self._maps: dict[int, dict] = {}
+        self._lock = threading.Lock()
+
+    def _shard(self, i: int) -> dict:
+        with self._lock:
+            if i not in self._maps:
+                files = manifest_io.shard_files(self.dir, self.name, self.shards[i])
+                self._maps[i] = {c: np.load(p, mmap_mode="r") for c, p in files.items()}
+            return self._maps[i]
+
+    def read(self, lo: int, hi: int) -> Batch:
+        """Rows [lo, hi) in stored order, converted to the Batch dtypes."""
+        if lo >= hi:
+            return Batch(np.zeros((0, NUM_DENSE), np.float32),
+                         np.zeros((0, NUM_SPARSE), np.int32), np.zeros(0, np.float32))
+        parts = []
+        i = int(np.searchsorted(self.starts, lo, side="right")) - 1
+        while lo < hi:
+            s = self._shard(i)
+            a, b = lo - self.starts[i], min(hi, self.starts[i + 1]) - self.starts[i]
+            parts.append((s["dense"][a:b], s["sparse"][a:b], s["labels"][a:b]))
+            lo += b - a
+            i += 1
+        if len(parts) == 1:
+            d, s, y = parts[0]
+            return Batch(d.astype(np.float32), np.array(s), y.astype(np.float32))
+        return Batch(np.concatenate([p[0] for p in parts]).astype(np.float32, copy=False),
+                     np.concatenate([p[1] for p in parts]),
+                     np.concatenate([p[2] for p in parts]).astype(np.float32))
+
+
+def _take(b: Batch, idx) -> Batch:
+    return Batch(b.dense[idx], b.sparse[idx], b.labels[idx])
+
+
+def _concat(parts: list[Batch]) -> Batch:
+    if len(parts) == 1:
+        return parts[0]
+    return Batch(*(np.concatenate(x) for x in zip(*parts)))
+
+
+class CriteoSource:
+    """The DataSource over DATA_DIR written by `criteo-prepare`."""
+
+    def __init__(self, data_dir: str | os.PathLike, train_split: str = "train",
+                 eval_split: str = "val", shuffle_window: int = 0, seed: int = 0,
+                 prefetch: int = 2):
+        m = manifest_io.load(data_dir)
+        for role, name in (("train", train_split), ("eval", eval_split)):
+            if name not in m["splits"]:
+                raise UserError(f"data.{role}_split={name}: {data_dir} has splits "
+                                f"{sorted(m['splits'])}")
+        if shuffle_window < 0 or prefetch < 0:
+            raise UserError("data.shuffle_window and prefetch must be >= 0")
+        self.data_dir, self.manifest = data_dir, m
+        self.table_sizes = list(m["table_sizes"])
+        self._train = _Split(data_dir, train_split, m)
+        self._eval = _Split(data_dir, eval_split, m)
+        if self._train.rows == 0:
+            raise UserError(f"data.train_split={train_split}: split of {data_dir} is empty")
+        self.num_train = self._train.rows
+        self.shuffle_window, self.seed, self.prefetch = shuffle_window, seed, prefetch
+        self._eval_cache: Batch | None = None
+
+    @classmethod
+    def from_spec(cls, spec: str, **kwargs) -> "CriteoSource":
+        """From the config value `criteo:DATA_DIR`."""
+        if not spec.startswith("criteo:") or len(spec) == len("criteo:"):
+            raise UserError(f"data.source={spec!r}: want criteo:DATA_DIR")
+        return cls(spec[len("criteo:"):], **kwargs)
+
+    # -- the stream -------------------------------------------------------------
+    def _epoch_windows(self, epoch: int):
+        """(window order, start position of each slot) of one epoch."""
+        n, w = self.num_train, self.shuffle_window
+        k = -(-n // w)
+        order = np.random.default_rng([self.seed, epoch]).permutation(k)
+        sizes = np.minimum(w, n - order * w)
+        return order, np.concatenate([[0], np.cumsum(sizes)])
+
+    def _window(self, epoch: int, k: int) -> Batch:
+        w = self.shuffle_window
+        rows = self._train.read(k * w, min((k + 1) * w, self.num_train))
+        perm = np.random.default_rng([self.seed, epoch, k]).permutation(rows.labels.size)
+        return _take(rows, perm)
+
+    def _positions(self, p0: int, p1: int, cache: dict) -> Batch:
+        """Stream positions [p0, p1) of the training split."""
+        n, parts = self.num_train, []
+        while p0 < p1:
+            epoch, r0 = divmod(p0, n)
+            r1 = min(n, r0 + (p1 - p0))
+            if self.shuffle_window == 0:
+                parts.append(self._train.read(r0, r1))
+            else:
+                if cache.get("epoch") != epoch:
+                    cache.clear()
+                    cache["epoch"] = epoch
+                    cache["order"], cache["starts"] = self._epoch_windows(epoch)
+                order, starts = cache["order"], cache["starts"]
+                r = r0
+                while r < r1:
+                    slot = int(np.searchsorted(starts, r, side="right")) - 1
+                    if cache.get("slot") != slot:
+                        cache["slot"], cache["rows"] = slot, self._window(epoch, int(order[slot]))
+                    a, b = r - starts[slot], min(r1, starts[slot + 1]) - starts[slot]
+                    parts.append(_take(cache["rows"], slice(a, b)))
+                    r += b - a
+            p0 += r1 - r0
+        return _concat(parts)
+
+    def _batches(self, batch_size, start, stop, host_index, host_count) -> Iterator[Batch]:
+        cache: dict = {}
+        for b0 in range(start, stop, batch_size):
+            size = min(batch_size, stop - b0)
+            lo = b0 + host_index * size // host_count
+            hi = b0 + (host_index + 1) * size // host_count
+            yield self._positions(lo, hi, cache)
+
+    def train_batches(self, batch_size: int, start: int, stop: int,
+                      host_index: int = 0, host_count: int = 1) -> Iterator[Batch]:
+        if batch_size < 1 or not 0 <= start <= stop:
+            raise UserError(f"train_batches: bad batch_size={batch_size} or range "
+                            f"[{start}, {stop})")
+        if host_count < 1 or not 0 <= host_index < host_count or batch_size % host_count:
+            raise UserError(f"train_batches: batch_size={batch_size} must split evenly over "
+                            f"host_count={host_count} (host_index={host_index})")
+        it = self._batches(batch_size, start, stop, host_index, host_count)
+        return it if self.prefetch == 0 else _prefetch(it, self.prefetch)
+
+    # -- evaluation ---------------------------------------------------------------
+    def eval_batch(self, num_examples: int) -> Batch:
+        """The first `num_examples` rows of the eval split (stored order)."""
+        if not 0 < num_examples <= self._eval.rows:
+            raise UserError(f"eval.examples={num_examples} but split '{self._eval.name}' of "
+                            f"{self.data_dir} has {self._eval.rows} rows")
+        if self._eval_cache is None or self._eval_cache.labels.size < num_examples:
+            self._eval_cache = self._eval.read(0, num_examples)
+        return _take(self._eval_cache, slice(0, num_examples))
+
+    def eval_true_probs(self, num_examples: int) -> None:
+        return None                      # real clicks: the true probabilities are unknown
+
+
+def _prefetch(it: Iterator[Batch], depth: int) -> Iterator[Batch]:
+    """Run `it` on a background thread, `depth` items ahead; stops with the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def work():
+        try:
+            for x in it:
+                while not stop.is_set():
+                    try:
+                        q.put(x, timeout=0.1)
+                        break
+                    except queue.Full:
+                        pass
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as e:           # re-raised in the consumer
+            q.put(e)
+
+    t = threading.Thread(target=work, daemon=True, name="criteo-prefetch")
+    t.start()
+    try:
+        while True:
+            x = q.get()
+            if x is end:
+                return
+            if isinstance(x, BaseException):
+                raise x
+            yield x
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
