@@ -31,6 +31,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="also time the dense-gradient baseline (optax on the full table)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
 
+    s = sub.add_parser("sweep", help="run a sweep: one run directory per point, plus results.csv")
+    s.add_argument("sweep", help="sweep name (data, embedding_dim, embedding_rows, top_mlp, bottom_mlp, all, "
+                                 "compute) or a .py file")
+    _add_config_args(s)
+    s.add_argument("--out", required=True, help="sweep directory")
+    s.add_argument("--workers", type=int, default=1, help="runs at once (local processes)")
+    s.add_argument("--shard", help="I/N: run every N-th point starting at I")
+    s.add_argument("--dry-run", action="store_true", help="print the train commands, run nothing")
+
+    dm = sub.add_parser("demo", help="the whole study in small, on synthetic data, on a CPU")
+    dm.add_argument("--out", required=True, help="demo directory (resumed if it exists)")
+    dm.add_argument("--workers", type=int, default=1, help="runs at once (local processes)")
+
     a = sub.add_parser("analyze", help="fit scaling laws to a sweep", add_help=False)
     a.add_argument("rest", nargs=argparse.REMAINDER)
 
@@ -65,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    if args.command == "sweep":
+        from sweeps.runner import run_sweep
+        rows = run_sweep(args.sweep, args.out, args.preset, args.overrides, workers=args.workers,
+                         shard=args.shard, dry_run=args.dry_run)
+        return 2 if any(r["status"] != "done" for r in rows) else 0
+    if args.command == "demo":
+        from dlrm_jax.demo import demo
+        return demo(args.out, workers=args.workers)
     from dlrm_jax.config import load_config
     cfg = load_config(args.preset, args.overrides)
     if args.command == "train":

@@ -84,9 +84,9 @@ class SyntheticConfig:
     cardinalities: int | tuple[int, ...] = 20000   # per-feature ids, or the largest (others spread below)
     zipf: float = 1.05                             # id popularity exponent
     base_ctr: float = 0.25                         # mean click probability
-    id_effect: float = 0.7                         # std of summed per-id logit effects
-    pair_effect: float = 0.5                       # std of summed pairwise-interaction effects
-    dense_effect: float = 0.5                      # std of the dense-feature effect
+    id_effect: float = 1.5                         # std of summed per-id logit effects
+    pair_effect: float = 1.0                       # std of summed pairwise-interaction effects
+    dense_effect: float = 0.8                      # std of the dense-feature effect
     latent_dim: int = 4                            # rank of the pairwise teacher
 
 

@@ -18,14 +18,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlrm_jax import accounting, checkpoint, config as config_lib, embedding as emb_lib
-from dlrm_jax import metrics as metrics_lib, model as model_lib, step as step_lib
+from dlrm_jax import accounting, checkpoint, config as config_lib, distributed, embedding as emb_lib
+from dlrm_jax import metrics as metrics_lib, model as model_lib, sharding, step as step_lib
 from dlrm_jax.data import make_source
 from dlrm_jax.data.prefetch import prefetch
 from dlrm_jax.errors import UserError
 from dlrm_jax.rundir import MetricsLog, read_json, write_json_atomic
 
 LOGS_PER_RUN = 20  # train-loss lines when train.log_every_examples is 0
+# Keys that say how a run is laid out on devices, not what it computes: a run
+# may resume on another mesh or placement (its checkpoints restore onto it).
+PLACEMENT_KEYS = ("mesh.", "distributed.", "embedding.sharding", "embedding.replicate_below_rows")
 
 
 class TrainingDiverged(RuntimeError):
@@ -72,6 +75,7 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
           verbose: bool = True) -> dict:
     """Train one run into `run_dir`; return its summary.  A finished run is not retrained."""
     t_start = time.time()
+    distributed.initialize(cfg.distributed)  # before JAX touches a device
     run_dir = Path(run_dir)
     log = (lambda *a: print(*a, file=sys.stderr)) if verbose else (lambda *a: None)
 
@@ -97,38 +101,36 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     layout = emb_lib.layout_for(source.table_sizes, cfg.model.embed_dim)
     acct = accounting.account(cfg.model, layout.rows, cfg.embedding.optimizer)
     tx = step_lib.dense_optimizer(cfg.train)
-    init = jax.jit(lambda key: step_lib.init_state(key, model, tx, layout, cfg.embedding))
-    state = init(jax.random.PRNGKey(cfg.seed))
+    par = sharding.parallelize(cfg, model, tx, layout)  # mesh and placement: bad ones fail before compiling
+    state = par.init(cfg.seed)
     ckpt = checkpoint.Checkpointer(run_dir / "checkpoints", keep=cfg.checkpoint.keep)
-    metrics_log = MetricsLog(run_dir / "metrics.jsonl")
+    metrics_log = MetricsLog(run_dir / "metrics.jsonl") if jax.process_index() == 0 else _NoMetricsLog()
     start_step = ckpt.latest_step() or 0
     if start_step:
-        state = ckpt.restore(start_step, state)
+        state = ckpt.restore(start_step, state, layout=par.layout)
         log(f"{run_dir}: resuming from step {start_step} ({start_step * sched.batch_size} examples)")
     metrics_log.truncate_after(start_step * sched.batch_size)
 
     # ---------------------------------------------------------------- compiled steps
-    train_step = jax.jit(step_lib.make_train_step(model, tx, layout, cfg.embedding), donate_argnums=0)
-    predict = jax.jit(step_lib.make_predict(model, layout))
+    train_step, predict = par.train_step, par.predict
 
     def evaluate(state) -> dict:
-        return evaluate_logits(predict, state, eval_set, cfg.eval.batch_size)
+        return evaluate_logits(predict, state, eval_set, cfg.eval.batch_size, multiple=par.eval_multiple)
 
     # ---------------------------------------------------------------- loop
     def event(step: int, **values) -> dict:
         seen = step * sched.batch_size
         return {"step": step, "examples_seen": seen, "flops_seen": seen * acct.flops_per_example, **values}
 
-    batches = prefetch(source.train_batches(sched.batch_size, start_step * sched.batch_size,
-                                            sched.total_steps * sched.batch_size,
-                                            jax.process_index(), jax.process_count()), size=3)
+    batches = prefetch(map(par.put_batch, source.train_batches(sched.batch_size, start_step * sched.batch_size,
+                                                               sched.total_steps * sched.batch_size,
+                                                               jax.process_index(), jax.process_count())), size=3)
     bar = _progress_bar(sched.total_steps, start_step, progress)
     loss_sum, loss_steps, final_eval, error = jnp.zeros(()), 0, None, None
     t_loop = time.time()
     try:
         for step in range(start_step + 1, sched.total_steps + 1):
-            b = next(batches)
-            state, loss = train_step(state, b.dense, b.sparse, b.labels)
+            state, loss = train_step(state, *next(batches))
             loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
             bar.update(1)
             if not sched.is_log_step(step):
@@ -144,7 +146,7 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
                 final_eval = evaluate(state)
                 metrics_log.write(event(step, **final_eval, wall_s=time.time() - t_start))
             if sched.is_checkpoint_step(step):
-                ckpt.save(step, state)
+                ckpt.save(step, state, layout=par.layout)
     except TrainingDiverged as err:
         error = str(err)
     finally:
@@ -170,7 +172,7 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
         "wall_s": time.time() - t_start,
         "bayes_ne": bayes,
         "seed": cfg.seed,
-        "devices": jax.device_count(),
+        "devices": par.devices,
         "platform": jax.devices()[0].platform,
         "jax_version": jax.__version__,
     }
@@ -180,10 +182,13 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     return summary
 
 
-def evaluate_logits(predict, state, eval_set, batch_size: int) -> dict:
-    """Metrics over the whole eval set; the last chunk is padded so one shape compiles once."""
+def evaluate_logits(predict, state, eval_set, batch_size: int, multiple: int = 1) -> dict:
+    """Metrics over the whole eval set; the last chunk is padded so one shape compiles once.
+
+    Chunks are a multiple of `multiple` examples (the devices a chunk is split over).
+    """
     n = len(eval_set.labels)
-    bs = min(batch_size, n)
+    bs = -(-min(batch_size, n) // multiple) * multiple
     logits = []
     for lo in range(0, n, bs):
         dense, sparse = eval_set.dense[lo:lo + bs], eval_set.sparse[lo:lo + bs]
@@ -205,13 +210,24 @@ def _claim_run_dir(run_dir: Path, cfg: config_lib.Config) -> None:
             existing = config_lib.from_dict(read_json(cfg_path))
         except (UserError, ValueError) as err:
             raise UserError(f"{cfg_path}: not a config of this version ({err}); use a new --out")
-        if existing != cfg:
-            diff = [k for k, v in _flat(cfg.to_dict()).items() if _flat(existing.to_dict()).get(k) != v]
+        diff = [k for k, v in _flat(cfg.to_dict()).items()
+                if _flat(existing.to_dict()).get(k) != v and not k.startswith(PLACEMENT_KEYS)]
+        if diff:
             raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff)}); use a new --out")
         return
-    if run_dir.exists() and any(p.name != ".gitkeep" for p in run_dir.iterdir()):
+    if run_dir.exists() and any(p.name not in (".gitkeep", "train.log") for p in run_dir.iterdir()):
         raise UserError(f"--out {run_dir} is not empty and holds no config.json; use a new directory")
     write_json_atomic(cfg_path, cfg.to_dict())
+
+
+class _NoMetricsLog:
+    """metrics.jsonl is written by process 0 alone."""
+
+    def truncate_after(self, examples_seen: int) -> None:
+        pass
+
+    def write(self, event: dict) -> None:
+        pass
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -1,0 +1,49 @@
+"""Sweep definitions: one module per study, each with `points(base_config)`.
+
+A sweep module says what it tests and how to run it (its docstring), names its
+scaling-law x axis (`RESOURCE`), and returns the points as dicts of dotted config
+keys, derived from the base config so the same sweep runs small on a CPU or on
+Criteo 1TB on a TPU pod.  `load_sweep` takes a name (`data`) or a file path.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from dlrm_jax.errors import UserError
+
+NAMES = ("data", "embedding_dim", "embedding_rows", "top_mlp", "bottom_mlp", "all", "compute")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    description: str
+    resource: str
+    points: Callable[[Any], list[dict[str, Any]]]
+
+
+def load_sweep(name_or_file: str) -> Sweep:
+    path = Path(name_or_file)
+    if name_or_file in NAMES:
+        module = importlib.import_module(f"sweeps.{name_or_file}")
+        name = name_or_file
+    elif path.suffix == ".py":
+        if not path.is_file():
+            raise UserError(f"sweep file {path} does not exist")
+        spec = importlib.util.spec_from_file_location(f"sweep_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:
+            raise UserError(f"{path}: cannot load sweep: {err}")
+        name = path.stem
+    else:
+        raise UserError(f"unknown sweep {name_or_file!r}; choose one of {', '.join(NAMES)} or a .py file")
+    if not callable(getattr(module, "points", None)):
+        raise UserError(f"sweep {name_or_file}: defines no points(base_config) function")
+    return Sweep(name=name, description=(module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else "",
+                 resource=getattr(module, "RESOURCE", "params"), points=module.points)

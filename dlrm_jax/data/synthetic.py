@@ -83,8 +83,8 @@ class SyntheticSource:
     num_train = None  # an endless stream
 
     def __init__(self, seed: int = 0, cardinalities: int | Sequence[int] = 20000, zipf: float = 1.05,
-                 base_ctr: float = 0.25, id_effect: float = 0.7, pair_effect: float = 0.5,
-                 dense_effect: float = 0.5, latent_dim: int = 4, num_pairs: int = 24,
+                 base_ctr: float = 0.25, id_effect: float = 1.5, pair_effect: float = 1.0,
+                 dense_effect: float = 0.8, latent_dim: int = 4, num_pairs: int = 24,
                  table_sizes: Sequence[int] | None = None):
         self.seed = seed
         self.cardinalities = (spread_cardinalities(cardinalities) if isinstance(cardinalities, int)

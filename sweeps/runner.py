@@ -1,0 +1,193 @@
+"""The sweep runner: one run directory per point, `results.csv` beside them.
+
+    dlrm-scaling sweep SWEEP --out DIR [--preset P] [--set k=v ...] [--workers N] [--shard I/N] [--dry-run]
+
+* Run names are derived from the varied values (`examples-65536`,
+  `top_mlp-64x32__examples-8192`), so every machine and every rerun agrees.
+* Each point is `dlrm-scaling train ... --out DIR/NAME` in its own process: a
+  crash or NaN in one run cannot take the sweep down, and `--dry-run` prints
+  exactly these command lines for an external scheduler.
+* Finished points (summary.json with status "done") are skipped; unfinished
+  ones resume from their own checkpoints (the train command does that).
+* `--shard I/N` takes every N-th point starting at I: N machines split a sweep
+  with no coordination.
+* `results.csv` is rebuilt from the run directories after every run and
+  written atomically, so a sweep killed at any moment and rerun ends with
+  every point exactly once.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from dlrm_jax.config import load_config
+from dlrm_jax.errors import UserError
+from dlrm_jax.rundir import read_json
+from sweeps import Sweep, load_sweep
+
+SUMMARY_FIELDS = ("eval_ne", "eval_logloss", "eval_auc", "eval_calibration", "eval_examples", "train_examples",
+                  "params_embedding", "params_dense", "flops_per_example", "train_flops", "examples_per_s",
+                  "wall_s", "bayes_ne", "seed", "devices", "jax_version")
+
+
+@dataclass(frozen=True)
+class Point:
+    name: str
+    values: dict[str, Any]
+    run_dir: Path
+    command: tuple[str, ...]
+
+
+def run_name(values: dict[str, Any]) -> str:
+    def fmt(v):
+        if isinstance(v, (tuple, list)):
+            return "x".join(str(x) for x in v)
+        return str(v).replace("/", "_").replace(":", "_")
+    return "__".join(f"{k.split('.')[-1]}-{fmt(v)}" for k, v in values.items())
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if text is None:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard expects I/N (e.g. 0/4), got {text!r}")
+    if not (n >= 1 and 0 <= i < n):
+        raise UserError(f"--shard {text}: need 0 <= I < N")
+    return i, n
+
+
+def plan(sweep: Sweep, out: Path, preset: str | None, overrides: Sequence[str]) -> list[Point]:
+    """Every point of the sweep, with its validated config and command line."""
+    base = load_config(preset, overrides)
+    points, seen = [], set()
+    for values in sweep.points(base):
+        name = run_name(values)
+        if name in seen:  # e.g. a width that rounds to the same size twice
+            continue
+        seen.add(name)
+        sets = [f"{k}={','.join(map(str, v)) if isinstance(v, (tuple, list)) else v}" for k, v in values.items()]
+        load_config(preset, [*overrides, *sets])  # fails now, not in the middle of the sweep
+        cmd = [sys.executable, "-m", "dlrm_jax", "train", *(["--preset", preset] if preset else [])]
+        for s in [*overrides, *sets]:
+            cmd += ["--set", s]
+        cmd += ["--out", str(out / name), "--no-progress"]
+        points.append(Point(name, dict(values), out / name, tuple(cmd)))
+    if not points:
+        raise UserError(f"sweep {sweep.name} has no points")
+    return points
+
+
+def is_done(point: Point) -> bool:
+    summary = point.run_dir / "summary.json"
+    return summary.exists() and read_json(summary).get("status") == "done"
+
+
+def run_sweep(sweep_name: str, out: str | Path, preset: str | None = None, overrides: Sequence[str] = (),
+              workers: int = 1, shard: str | None = None, dry_run: bool = False, log=print) -> list[dict]:
+    """Run (or print) the sweep's points of this shard; return the results rows."""
+    sweep = load_sweep(sweep_name)
+    out = Path(out)
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    i, n = parse_shard(shard)
+    points = plan(sweep, out, preset, list(overrides))
+    mine = points[i::n]
+    if dry_run:
+        for p in mine:
+            log(shlex.join(p.command))
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [p for p in mine if not is_done(p)]
+    log(f"sweep {sweep.name}: {len(points)} points, {len(mine)} in shard {i}/{n}, "
+        f"{len(mine) - len(todo)} already done, {len(todo)} to run -> {out}")
+    running: list[tuple[Point, subprocess.Popen, float, Any]] = []
+    finished = len(mine) - len(todo)
+    while todo or running:
+        while todo and len(running) < workers:
+            p = todo.pop(0)
+            p.run_dir.mkdir(parents=True, exist_ok=True)
+            err = open(p.run_dir / "train.log", "a")  # the run's own stderr, kept for post-mortems
+            running.append((p, subprocess.Popen(p.command, stdout=subprocess.DEVNULL, stderr=err,
+                                                env=_child_env()), time.time(), err))
+        time.sleep(0.2)
+        for item in list(running):
+            p, proc, t0, err = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            err.close()
+            finished += 1
+            log(f"[{finished}/{len(mine)}] {p.name}: {_outcome(p, proc.returncode)} ({time.time() - t0:.0f} s)")
+            write_results(sweep, points, out)
+    return write_results(sweep, points, out)
+
+
+def _child_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _outcome(p: Point, code: int) -> str:
+    summary = p.run_dir / "summary.json"
+    if summary.exists():
+        s = read_json(summary)
+        if s.get("status") == "done":
+            return f"done, eval NE {s['eval_ne']:.4f}"
+        return f"failed: {s.get('error')}"
+    return f"failed (exit {code}): {_last_line(p.run_dir / 'train.log')}"
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [x for x in path.read_text().splitlines() if x.strip()]
+        return lines[-1] if lines else ""
+    except OSError:
+        return ""
+
+
+def results_rows(sweep: Sweep, points: list[Point]) -> list[dict]:
+    rows = []
+    for p in points:
+        summary = p.run_dir / "summary.json"
+        if not summary.exists():
+            if (p.run_dir / "train.log").exists() and not (p.run_dir / "checkpoints").exists():
+                # The train command refused to start (bad config, path): record why.
+                rows.append({"run": p.name, "sweep": sweep.name, "status": "failed", **_flat_values(p.values),
+                             "error": _last_line(p.run_dir / "train.log")})
+            continue
+        s = read_json(summary)
+        rows.append({"run": p.name, "sweep": sweep.name, "status": s.get("status"), **_flat_values(p.values),
+                     **{k: s.get(k) for k in SUMMARY_FIELDS}, "error": s.get("error")})
+    return rows
+
+
+def _flat_values(values: dict) -> dict:
+    return {k: ",".join(map(str, v)) if isinstance(v, (tuple, list)) else v for k, v in values.items()}
+
+
+def write_results(sweep: Sweep, points: list[Point], out: Path) -> list[dict]:
+    """Rebuild results.csv from the run directories; atomic (temp file, rename)."""
+    import csv
+    rows = results_rows(sweep, points)
+    columns: list[str] = ["run", "sweep", "status"]
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    columns = [c for c in columns if c != "error"] + ["error"]
+    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".csv.tmp", dir=out)
+    with os.fdopen(fd, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    os.replace(tmp, out / "results.csv")
+    return rows
