@@ -86,8 +86,10 @@ def _run(args) -> int:
     if args.command == "demo":
         from dlrm_jax.demo import demo
         return demo(args.out, workers=args.workers)
+    from dlrm_jax.compile_cache import enable_compilation_cache
     from dlrm_jax.config import load_config
     cfg = load_config(args.preset, args.overrides)
+    enable_compilation_cache()
     if args.command == "train":
         from dlrm_jax.train import train
         s = train(cfg, args.out, progress=False if args.no_progress else None)

@@ -127,11 +127,14 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
                                                                jax.process_index(), jax.process_count())), size=3)
     bar = _progress_bar(sched.total_steps, start_step, progress)
     loss_sum, loss_steps, final_eval, error = jnp.zeros(()), 0, None, None
-    t_loop = time.time()
+    t_loop = None  # throughput is timed from the end of the first (compiling) step
     try:
         for step in range(start_step + 1, sched.total_steps + 1):
             state, loss = train_step(state, *next(batches))
             loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
+            if t_loop is None:
+                jax.block_until_ready(loss)
+                t_loop = time.time()
             bar.update(1)
             if not sched.is_log_step(step):
                 continue
@@ -151,8 +154,9 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
         error = str(err)
     finally:
         bar.close()
-    train_time = time.time() - t_loop
-    steps_run = sched.total_steps - start_step
+    timed_steps = sched.total_steps - start_step - 1
+    examples_per_s = (timed_steps * sched.batch_size / (time.time() - t_loop)
+                      if t_loop is not None and timed_steps > 0 and not error else None)
 
     # ---------------------------------------------------------------- summary
     if error is None and final_eval is None:  # resumed after the final checkpoint
@@ -168,7 +172,7 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
         "flops_per_example": acct.flops_per_example,
         "train_flops": acct.flops_per_example * sched.total_steps * sched.batch_size,
         "embedding_bytes_per_example": acct.embedding_bytes_per_example,
-        "examples_per_s": steps_run * sched.batch_size / train_time if steps_run and not error else None,
+        "examples_per_s": examples_per_s,
         "wall_s": time.time() - t_start,
         "bayes_ne": bayes,
         "seed": cfg.seed,
