@@ -1,0 +1,86 @@
+"""`dlrm-scaling analyze`: the command-line face of `report.write_report`.
+
+`main` parses the arguments after the word `analyze`; the package CLI
+(dlrm_jax/cli.py) hands them over, and `python -m analysis` works on its own.
+Bad input (a missing path, too few points, a bad flag) prints one line to stderr and
+returns 2; success prints the summary and returns 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+PROG = "dlrm-scaling analyze"
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):          # argparse would print usage and exit(2)
+        raise _UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Fit scaling laws to sweep results and write a report "
+                "(report.md, fits.json, PNG plots).")
+    p.add_argument("path", metavar="SWEEP_DIR|results.csv",
+                   help="a sweep directory, a directory of sweep directories, or a results.csv")
+    p.add_argument("--out", required=True, metavar="REPORT_DIR", help="where to write the report")
+    p.add_argument("--bootstrap", type=int, default=200, metavar="N",
+                   help="bootstrap resamples for intervals (default 200; 0: no intervals)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--holdout", type=int, default=1, metavar="K",
+                   help="hold out the K largest scales of each scheme to check extrapolation (default 1; 0: off)")
+    p.add_argument("--huber-delta", type=float, default=1e-3, metavar="DELTA",
+                   help="Huber threshold on log residuals (default 1e-3)")
+    p.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    p.add_argument("--axis", action="append", default=[], metavar="SCHEME=COLUMN",
+                   help="fit SCHEME against COLUMN instead of its default resource (repeatable)")
+    p.add_argument("--target", type=float, action="append", default=None, metavar="NE",
+                   help="NE to invert: resource needed to reach it (repeatable)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `analyze` with the arguments after the word `analyze`; returns the exit code."""
+    from analysis.report import summary_text, write_report   # keeps --help fast
+
+    try:
+        args = _parser().parse_args(argv)
+    except _UsageError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except SystemExit as e:           # --help
+        return int(e.code or 0)
+    try:
+        if args.bootstrap < 0:
+            raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+        if args.holdout < 0:
+            raise ValueError(f"--holdout must be >= 0, got {args.holdout}")
+        if not args.huber_delta > 0:
+            raise ValueError(f"--huber-delta must be > 0, got {args.huber_delta}")
+        if not 0 < args.level < 1:
+            raise ValueError(f"--level must be in (0, 1), got {args.level}")
+        axes = {}
+        for a in args.axis:
+            scheme, sep, column = a.partition("=")
+            if not sep or not scheme or not column:
+                raise ValueError(f"--axis takes SCHEME=COLUMN, got {a!r}")
+            axes[scheme] = column
+        fits = write_report(args.path, args.out, bootstrap=args.bootstrap, seed=args.seed,
+                            holdout=args.holdout, huber_delta=args.huber_delta, level=args.level,
+                            axes=axes or None, targets=args.target)
+    except (ValueError, OSError) as e:
+        msg = " ".join(str(e).split())      # one line, whatever the exception text
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        return 2
+    print(summary_text(fits))
+    print(f"report: {args.out}/report.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,426 @@
+"""The analysis report: fits.json (machine-readable) and report.md (with plots).
+
+    fits = write_report("runs/demo", "runs/demo/report")   # -> the fits.json content
+    print(summary_text(fits))
+
+The report states every choice needed to redo the analysis (form, loss, delta,
+optimiser, starts, bootstrap, holdout, which runs, how parameters and FLOPs were
+counted) next to the numbers, and the flags a careful reader should see first.
+Every file is written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import scipy
+
+from analysis import plots
+from analysis.fitting import FitOptions
+from analysis.results import AXIS_LABELS, COMMON_AXES, ResultsWarning, load_results, resource_axis
+from analysis.study import (compare_schemes, compute_frontier, fit_schemes, gain_per_doubling,
+                            multiplier_for_improvement, resource_for_target, _num)
+from analysis.validation import (GRAD_REL_TOL, HOLDOUT_MAX_REL_ERROR, HOLDOUT_MIN_REL_ERROR,
+                                 HOLDOUT_RMS_FACTOR, MIN_SHARE_REACHED, PATTERN_P)
+
+FORMAT = "dlrm-scaling-fits/1"
+LAW = "NE = alpha * x**(-beta) + gamma"
+
+
+def write_report(path_or_df, out_dir, *, bootstrap: int = 200, seed: int = 0, holdout: int = 1,
+                 huber_delta: float = 1e-3, level: float = 0.95, axes: dict[str, str] | None = None,
+                 improvement: float = 0.01, targets: list[float] | None = None) -> dict:
+    """Fit every scheme, compare, find the frontier, plot, write report.md and fits.json.
+
+    path_or_df: a sweep dir, a dir of sweep dirs, a results.csv, or a DataFrame like
+    `load_results` returns. axes: scheme -> resource column overrides. improvement:
+    relative NE improvement for the resource-multiplier question (0.01 = 1%). targets:
+    NE values to invert (default: 1% below the best NE measured).
+    Returns the fits.json content. Raises ValueError when no scheme can be fitted.
+    """
+    df, source, left_out = _load(path_or_df)
+    if not (isinstance(bootstrap, int) and bootstrap >= 0):
+        raise ValueError(f"bootstrap must be a count >= 0, got {bootstrap!r}")
+    options = FitOptions(huber_delta=huber_delta)
+    fit_kw = dict(bootstrap=bootstrap, seed=seed, level=level, options=options)
+
+    schemes = fit_schemes(df, axes, holdout=holdout, **fit_kw)
+    if not any(s.fit is not None for s in schemes.values()):
+        why = "; ".join(f"{s.scheme}: {s.skipped}" for s in schemes.values())
+        raise ValueError(f"no scheme could be fitted ({why})")
+    comparison = compare_schemes(df, reuse=schemes, **fit_kw)
+    frontier = compute_frontier(df, **fit_kw) if "train_flops" in df.columns else None
+    if targets is None:
+        targets = [round(float(df["eval_ne"].min()) * (1 - improvement), 6)]
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fits = {
+        "format": FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "law": LAW,
+        "method": _method(options, bootstrap, seed, level, holdout, axes, improvement),
+        "counting": _counting(),
+        "runs": {"used": int(len(df)), "left_out": left_out},
+        "schemes": {},
+        "comparison": [],
+        "most_ne_per_flop": [],
+        "frontier": None,
+        "plots": {},
+        "flags": [],
+    }
+    for name, sf in schemes.items():
+        fits["schemes"][name] = _scheme_entry(sf, improvement, targets)
+        fits["flags"] += [{"scope": name, **fl.to_dict()} for fl in sf.flags]
+        if sf.fit is not None:
+            label = AXIS_LABELS.get(sf.axis, sf.axis)
+            fits["plots"][f"law_{name}"] = _save(plots.law_figure(
+                sf.fit, xlabel=label, title=f"{name}: NE vs {label}", bayes_ne=sf.bayes_ne), out, f"law_{name}")
+            fits["plots"][f"residuals_{name}"] = _save(plots.residuals_figure(
+                sf.fit, xlabel=label, title=f"{name}: residuals"), out, f"residuals_{name}")
+    fits["comparison"] = _json_rows(comparison.table)
+    flops_rows = [r for r in fits["comparison"] if r["axis"] == "train_flops"]
+    fits["most_ne_per_flop"] = sorted(
+        ({"scheme": r["scheme"], "gain_per_doubling": r["gain_per_doubling"], "lo": r["gain_lo"],
+          "hi": r["gain_hi"], "at_flops": r["x_max"], "flags": r["flags"]} for r in flops_rows),
+        key=lambda r: -r["gain_per_doubling"])
+    if comparison.fits:
+        fits["plots"]["schemes"] = _save(plots.schemes_figure(comparison.fits, list(COMMON_AXES)), out, "schemes")
+    if frontier is not None:
+        fits["frontier"] = _frontier_entry(frontier, targets)
+        fits["flags"] += [{"scope": "frontier", **fl.to_dict()} for fl in frontier.flags]
+        if len(frontier.points):
+            fits["plots"]["frontier"] = _save(plots.frontier_figure(df, frontier), out, "frontier")
+
+    _write_atomic(out / "fits.json", json.dumps(fits, indent=2, default=_json_default) + "\n")
+    _write_atomic(out / "report.md", render_markdown(fits))
+    return fits
+
+
+# -- inputs ------------------------------------------------------------------------
+
+def _load(path_or_df):
+    """(df, source description, runs left out); keeps load_results' warning visible."""
+    if isinstance(path_or_df, pd.DataFrame):
+        df = path_or_df.copy()
+        for col in ("sweep", "eval_ne"):
+            if col not in df.columns:
+                raise ValueError(f"write_report: the DataFrame has no {col!r} column")
+        if "run" not in df.columns:
+            df["run"] = [f"row{i}" for i in range(len(df))]
+        if {"params_embedding", "params_dense"} <= set(df.columns) and "params_total" not in df.columns:
+            df["params_total"] = df["params_embedding"] + df["params_dense"]
+        return df, "DataFrame", []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResultsWarning)
+        df = load_results(path_or_df)
+    left = []
+    for w in caught:
+        if issubclass(w.category, ResultsWarning):
+            left.append(str(w.message))
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return df, str(Path(path_or_df)), left
+
+
+def _method(options, bootstrap, seed, level, holdout, axes, improvement) -> dict:
+    """Every fitting choice, in words and numbers."""
+    grid = options.exponent_grid(1)
+    return {
+        "form": LAW + " per scheme, x = the scheme's resource; alpha, gamma >= 0",
+        "loss": ("Huber loss on log residuals log(prediction) - log(NE), summed over runs "
+                 "(not averaged)"),
+        "huber_delta": options.huber_delta,
+        "parametrisation": ("log alpha, beta, log gamma; x and NE divided by their geometric means "
+                            "during the fit, results converted back"),
+        "optimizer": {"name": "scipy.optimize.minimize L-BFGS-B, exact gradients",
+                      "ftol": options.ftol, "gtol": options.gtol, "maxiter": options.maxiter,
+                      "objective_scaling": "divided by huber_delta**2 inside the optimiser",
+                      "bounds": {"exponent": list(options.exponent_bounds),
+                                 "log_coefficient_normalised": list(options.log_coef_bounds)}},
+        "initialisation": (f"variable projection: {len(grid)} values of beta, geometric from {grid[0]:g} to "
+                           f"{grid[-1]:g}; for each, alpha and gamma "
+                           "by non-negative least squares on relative errors (scipy.optimize.nnls); "
+                           f"the best {options.n_polish} starts polished (grid local minima first)"),
+        "bootstrap": {"samples": bootstrap, "seed": seed, "level": level,
+                      "method": "resample runs with replacement, refit from the grid plus the full-data "
+                                "optimum, percentile intervals"},
+        "holdout": {"k": holdout, "rule": "refit without the k largest resource values; relative error "
+                    "and whether each held-out run lies in the bootstrap interval of the extrapolated curve"},
+        "flags": {"residual_pattern_p": PATTERN_P, "holdout_rms_factor": HOLDOUT_RMS_FACTOR,
+                  "holdout_min_rel_error": HOLDOUT_MIN_REL_ERROR, "holdout_max_rel_error": HOLDOUT_MAX_REL_ERROR,
+                  "min_share_reached": MIN_SHARE_REACHED, "grad_rel_tol": GRAD_REL_TOL,
+                  "residual_pattern_test": "permutation test of the Durbin-Watson ratio of residuals ordered by x"},
+        "resource_axes": {s: resource_axis(s, axes) for s in
+                          ("data", "embedding_dim", "embedding_rows", "top_mlp", "bottom_mlp", "all", "compute")}
+        | dict(axes or {}),
+        "improvement": {"relative": improvement,
+                        "at": "largest measured resource of the scheme"},
+        "software": {"python": sys.version.split()[0], "numpy": np.__version__, "scipy": scipy.__version__,
+                     "pandas": pd.__version__, "matplotlib": matplotlib.__version__},
+    }
+
+
+def _counting() -> dict:
+    return {
+        "params_total": "params_embedding + params_dense, as recorded in each run's summary.json",
+        "params_embedding": "embedding table entries (rows x dim, all tables), counted by the training code",
+        "params_dense": "bottom MLP + top MLP weights and biases, counted by the training code",
+        "train_flops": ("flops_per_example x training examples; flops_per_example is the training "
+                        "(forward + backward) count recorded by the training code"),
+        "train_examples": "examples seen in training (one pass unless the run says otherwise)",
+        "ne": "eval_ne: mean eval log loss / entropy of the eval set's background CTR (He et al. 2014)",
+    }
+
+
+# -- entries -----------------------------------------------------------------------
+
+def _scheme_entry(sf, improvement: float, targets: list[float]) -> dict:
+    e = {"axis": sf.axis, "axis_label": AXIS_LABELS.get(sf.axis, sf.axis), "n_runs": len(sf.runs),
+         "runs": sf.runs, "bayes_ne": sf.bayes_ne, "skipped": sf.skipped,
+         "holdout_skipped": sf.holdout_skipped, "flags": [f.to_dict() for f in sf.flags]}
+    f = sf.fit
+    if f is None:
+        return e
+    e["x_range"] = [float(f.data["x"].min()), float(f.data["x"].max())]
+    e["fit"] = f.to_dict()
+    e["gain_per_doubling"] = gain_per_doubling(f).to_dict()
+    e["multiplier_for_improvement"] = {"improvement": improvement, "relative": True,
+                                       **multiplier_for_improvement(f, improvement).to_dict()}
+    e["targets"] = [resource_for_target(f, t, resource=e["axis_label"]).to_dict() for t in targets]
+    return e
+
+
+def _frontier_entry(frontier, targets: list[float]) -> dict:
+    e = {"axis": "train_flops", "points": [
+        {"run": str(r.get("run")), "sweep": str(r.get("sweep")), "train_flops": float(r["train_flops"]),
+         "eval_ne": float(r["eval_ne"])} for _, r in frontier.points.iterrows()],
+        "skipped": frontier.skipped, "flags": [f.to_dict() for f in frontier.flags]}
+    if frontier.fit is not None:
+        e["fit"] = frontier.fit.to_dict()
+        e["gain_per_doubling"] = gain_per_doubling(frontier.fit).to_dict()
+        e["targets"] = [resource_for_target(frontier.fit, t, resource="training FLOPs").to_dict()
+                        for t in targets]
+    return e
+
+
+def _json_rows(table: pd.DataFrame) -> list[dict]:
+    return [{k: (_num(v) if isinstance(v, (float, np.floating)) else v) for k, v in row.items()}
+            for row in table.to_dict(orient="records")]
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return _num(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# -- files -------------------------------------------------------------------------
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _save(fig, out: Path, stem: str) -> str:
+    name = _safe(stem) + ".png"
+    plots.save(fig, out / name)
+    return name
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# -- text --------------------------------------------------------------------------
+
+def _fmt(v, spec: str = ".4g") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    return format(v, spec)
+
+
+def _ci(ci, name: str, spec: str = ".4g") -> str:
+    if not ci or name not in ci:
+        return ""
+    lo, hi = ci[name]
+    return f" [{_fmt(lo, spec)}, {_fmt(hi, spec)}]"
+
+
+def _est(e: dict, spec: str = ".3g") -> str:
+    s = _fmt(e["value"], spec)
+    if e.get("lo") is not None:
+        s += f" [{_fmt(e['lo'], spec)}, {_fmt(e['hi'], spec)}]"
+    return s
+
+
+def _holdout_text(h: dict | None) -> str:
+    if not h:
+        return "-"
+    worst = max(h["points"], key=lambda p: abs(p["rel_error"]))
+    inside = "" if h["all_inside"] is None else (" (inside)" if h["all_inside"] else " (OUTSIDE)")
+    return f"{worst['rel_error']:+.2%}{inside}"
+
+
+def summary_text(fits: dict) -> str:
+    """A short plain-text summary for a terminal."""
+    m = fits["method"]
+    b = m["bootstrap"]
+    lines = [f"Scaling laws {fits['law']}  ({b['level']:.0%} bootstrap intervals, {b['samples']} resamples; "
+             f"held-out check: largest {m['holdout']['k']} scale(s))"]
+    lines.append(f"  {'scheme':<15} {'resource':<32} {'beta':<24} {'gamma':<26} {'Bayes NE':<9} held-out")
+    for name, s in fits["schemes"].items():
+        if "fit" not in s:
+            lines.append(f"  {name:<15} skipped: {s['skipped']}")
+            continue
+        p, ci = s["fit"]["params"], s["fit"]["ci"]
+        beta = f"{p['beta']:.3g}{_ci(ci, 'beta', '.3g')}"
+        gamma = f"{p['gamma']:.4g}{_ci(ci, 'gamma')}"
+        lines.append(f"  {name:<15} {s['axis_label']:<32} {beta:<24} {gamma:<26} "
+                     f"{_fmt(s['bayes_ne']):<9} {_holdout_text(s['fit']['holdout'])}")
+    best = fits["most_ne_per_flop"]
+    if best:
+        def flagged(r):
+            return f" (flagged: {r['flags']})" if r["flags"] else ""
+        top = best[0]
+        gain = _est({"value": top["gain_per_doubling"], "lo": top["lo"], "hi": top["hi"]})
+        rest = ", ".join(f"{r['scheme']} {_fmt(r['gain_per_doubling'], '.3g')} at {r['at_flops']:.3g}{flagged(r)}"
+                         for r in best[1:])
+        lines.append(f"Most NE per FLOP: {top['scheme']}, NE gain {gain} per doubling of FLOPs at "
+                     f"{top['at_flops']:.3g} FLOPs{flagged(top)}" + (f"; then {rest}" if rest else ""))
+    fr = fits.get("frontier")
+    if fr and "fit" in fr:
+        p, ci = fr["fit"]["params"], fr["fit"]["ci"]
+        lines.append(f"Compute frontier ({len(fr['points'])} runs): beta {p['beta']:.3g}{_ci(ci, 'beta', '.3g')}, "
+                     f"gamma {p['gamma']:.4g}{_ci(ci, 'gamma')}")
+        for t in fr.get("targets", []):
+            lines.append(f"  frontier: {t['message']}")
+    if fits["flags"]:
+        lines.append("Flags:")
+        lines += [f"  {f['scope']}: {f['message']}" for f in fits["flags"]]
+    else:
+        lines.append("Flags: none")
+    return "\n".join(lines)
+
+
+def render_markdown(fits: dict) -> str:
+    """report.md: results first, then the method in enough detail to redo it."""
+    m = fits["method"]
+    b = m["bootstrap"]
+    L = [f"# Scaling-law report", "",
+         f"Source: `{fits['source']}` ({fits['runs']['used']} finished runs). Created {fits['created']}.", "",
+         f"Law per scheme: `{fits['law']}`, fitted with a Huber loss (delta {m['huber_delta']:g}) on log "
+         f"residuals; intervals are {b['level']:.0%} percentile intervals from {b['samples']} bootstrap "
+         f"resamples of runs (seed {b['seed']}).", ""]
+    if fits["runs"]["left_out"]:
+        L += ["Runs left out: " + " ".join(fits["runs"]["left_out"]), ""]
+    L += ["## Flags", ""]
+    L += [f"* **{f['scope']}** ({f['code']}): {f['message']}" for f in fits["flags"]] or ["None."]
+    L += ["", "## Fits per scheme", "",
+          "| scheme | resource | runs | alpha | beta | gamma | Bayes NE | NE gain per doubling | "
+          f"x multiplier for {m['improvement']['relative']:.0%} better NE | held-out error |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in fits["schemes"].items():
+        if "fit" not in s:
+            L.append(f"| {name} | {s['axis_label']} | {s['n_runs']} | skipped: {s['skipped']} ||||||| |")
+            continue
+        p, ci = s["fit"]["params"], s["fit"]["ci"]
+        L.append(f"| {name} | {s['axis_label']} | {s['n_runs']} | {p['alpha']:.4g}{_ci(ci, 'alpha')} | "
+                 f"{p['beta']:.4g}{_ci(ci, 'beta')} | {p['gamma']:.4g}{_ci(ci, 'gamma')} | {_fmt(s['bayes_ne'])} | "
+                 f"{_est(s['gain_per_doubling'])} | {_est(s['multiplier_for_improvement'])} | "
+                 f"{_holdout_text(s['fit']['holdout'])} |")
+    L += ["", "NE gain per doubling and the multiplier are evaluated at each scheme's largest measured "
+          "resource. A multiplier of inf means the improvement would cross the asymptote.", ""]
+    for name, s in fits["schemes"].items():
+        if "fit" not in s:
+            continue
+        c = s["fit"]["convergence"]
+        L += [f"### {name}", "",
+              f"Resource: {s['axis_label']} (`{s['axis']}`), {s['x_range'][0]:.4g} to {s['x_range'][1]:.4g}; "
+              f"runs: {', '.join(s['runs'])}.", "",
+              f"Convergence: objective {c['objective']:.4g}, projected gradient norm {c['grad_norm']:.2g}, "
+              f"{c['n_reached_optimum']} of {c['n_polished']} polished starts reached the optimum, "
+              f"at bound: {', '.join(c['at_bound']) or 'none'}; RMS log residual "
+              f"{s['fit']['rms_log_residual']:.3g}.", ""]
+        h = s["fit"]["holdout"]
+        if h:
+            for pt in h["points"]:
+                inside = "" if "inside" not in pt else (
+                    f", interval [{pt['lo']:.4g}, {pt['hi']:.4g}] " + ("contains it" if pt["inside"] else "MISSES it"))
+                L.append(f"* held out x = {pt['x']:.4g}: observed {pt['observed']:.4g}, predicted "
+                         f"{pt['predicted']:.4g} ({pt['rel_error']:+.2%}){inside}")
+        elif s["holdout_skipped"]:
+            L.append(f"* no held-out check: {s['holdout_skipped']}")
+        L += [f"* {t['message']}" for t in s["targets"]]
+        L += ["", f"![{name}]({fits['plots'][f'law_{name}']}) ![{name} residuals]({fits['plots'][f'residuals_{name}']})", ""]
+    L += ["## Schemes on common axes", "",
+          "Each scheme refitted against every common axis it varies along; gain per doubling at the "
+          "scheme's largest value of that axis.", "",
+          "| scheme | axis | runs | beta | gamma | NE gain per doubling | flags |", "|---|---|---|---|---|---|---|"]
+    for r in fits["comparison"]:
+        ci = {k: (r[f"{k}_lo"], r[f"{k}_hi"]) for k in ("beta", "gamma") if r[f"{k}_lo"] is not None}
+        gain = _est({"value": r["gain_per_doubling"], "lo": r["gain_lo"], "hi": r["gain_hi"]})
+        L.append(f"| {r['scheme']} | {AXIS_LABELS.get(r['axis'], r['axis'])} | {r['n_points']} | "
+                 f"{r['beta']:.4g}{_ci(ci, 'beta')} | {r['gamma']:.4g}{_ci(ci, 'gamma')} | {gain} | {r['flags'] or '-'} |")
+    if fits["most_ne_per_flop"]:
+        order = ", ".join(f"{r['scheme']} ({_fmt(r['gain_per_doubling'], '.3g')} at {r['at_flops']:.3g} FLOPs"
+                          + (f"; flagged: {r['flags']})" if r["flags"] else ")") for r in fits["most_ne_per_flop"])
+        L += ["", f"NE bought per doubling of training FLOPs, most first: {order}."]
+    if "schemes" in fits["plots"]:
+        L += ["", f"![schemes]({fits['plots']['schemes']})"]
+    fr = fits.get("frontier")
+    if fr:
+        L += ["", "## Compute-efficient frontier", "",
+              f"{len(fr['points'])} runs are on the lower envelope of NE over training FLOPs."]
+        if "fit" in fr:
+            p, ci = fr["fit"]["params"], fr["fit"]["ci"]
+            L += ["", f"Fit: alpha {p['alpha']:.4g}{_ci(ci, 'alpha')}, beta {p['beta']:.4g}{_ci(ci, 'beta')}, "
+                  f"gamma {p['gamma']:.4g}{_ci(ci, 'gamma')}; NE gain per doubling of FLOPs "
+                  f"{_est(fr['gain_per_doubling'])}."]
+            L += [f"* {t['message']}" for t in fr["targets"]]
+        elif fr["skipped"]:
+            L += ["", f"No fit: {fr['skipped']}"]
+        if "frontier" in fits["plots"]:
+            L += ["", f"![frontier]({fits['plots']['frontier']})"]
+    L += ["", "## Method (everything needed to redo this analysis)", ""]
+    L += [f"* **Form**: {m['form']}.",
+          f"* **Loss**: {m['loss']}; delta = {m['huber_delta']:g}.",
+          f"* **Parametrisation**: {m['parametrisation']}.",
+          f"* **Optimiser**: {m['optimizer']['name']}; ftol {m['optimizer']['ftol']:g}, gtol {m['optimizer']['gtol']:g}, "
+          f"maxiter {m['optimizer']['maxiter']}; {m['optimizer']['objective_scaling']}; bounds {m['optimizer']['bounds']}.",
+          f"* **Initialisation**: {m['initialisation']}.",
+          f"* **Bootstrap**: {b['method']}; {b['samples']} resamples, seed {b['seed']}, level {b['level']:.0%}.",
+          f"* **Holdout**: k = {m['holdout']['k']}; {m['holdout']['rule']}.",
+          f"* **Which points**: every finished run of each scheme (`status` done, finite `eval_ne`); "
+          f"runs listed per scheme above; failed or unfinished runs left out and listed at the top.",
+          f"* **Resource per scheme**: {m['resource_axes']}.",
+          "* **Counting**: " + "; ".join(f"`{k}`: {v}" for k, v in fits["counting"].items()) + ".",
+          f"* **Flag thresholds**: {m['flags']}.",
+          f"* **Software**: {m['software']}.",
+          "", "Redo: `dlrm-scaling analyze " + fits["source"] + f" --out DIR --bootstrap {b['samples']} "
+          f"--seed {b['seed']} --holdout {m['holdout']['k']} --huber-delta {m['huber_delta']:g}`", ""]
+    return "\n".join(L)

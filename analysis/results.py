@@ -1,0 +1,181 @@
+"""Run results into a DataFrame: `load_results` and the resource-axis table.
+
+Training and analysis meet only through files (DESIGN.md section 2). A sweep directory
+holds `results.csv` (one row per run, written by the sweep runner) and one run
+directory per point (`config.json`, `summary.json` written last, `metrics.jsonl`).
+`load_results` accepts:
+
+* a `results.csv` file;
+* a sweep directory: its `results.csv`, or if absent rows rebuilt from
+  `*/summary.json` (+ `config.json`, flattened to dotted keys like `model.embed_dim`);
+* a directory of sweep directories (e.g. DEMO/data, DEMO/compute): concatenated, with
+  `sweep` filled from the subdirectory name where the column is missing.
+
+Only finished runs are kept; failed and unfinished ones are left out with one warning
+that names them, so a half-finished sweep can be analysed without hiding that it is.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# Summary fields that are numbers (DESIGN.md section 3, run directory).
+NUMERIC_FIELDS = (
+    "eval_ne", "eval_logloss", "eval_auc", "eval_calibration", "eval_examples",
+    "train_examples", "params_embedding", "params_dense", "flops_per_example",
+    "train_flops", "examples_per_s", "wall_s", "bayes_ne", "seed", "devices",
+)
+
+# The resource each scaling scheme varies: the x of its law. Parameter schemes use all
+# parameters (embedding rows count: they are what the paper scales); the dense-only
+# count is reported beside it because embedding parameters cost little compute.
+RESOURCE_AXES = {
+    "data": "train_examples",
+    "embedding_dim": "params_total",
+    "embedding_rows": "params_total",
+    "top_mlp": "params_total",
+    "bottom_mlp": "params_total",
+    "all": "params_total",
+    "compute": "train_flops",
+}
+# A scheme not in the table (a user's own sweep) is fitted against compute, the one
+# resource every run spends; override with `axes={"my_sweep": "train_examples"}`.
+DEFAULT_AXIS = "train_flops"
+# Axes on which schemes are compared with each other.
+COMMON_AXES = ("params_total", "params_dense", "train_flops", "train_examples")
+AXIS_LABELS = {
+    "train_examples": "training examples",
+    "params_total": "parameters (embedding + dense)",
+    "params_dense": "dense parameters (no embeddings)",
+    "train_flops": "training FLOPs",
+}
+
+
+class ResultsWarning(UserWarning):
+    """Some runs were left out (failed or unfinished)."""
+
+
+def resource_axis(scheme: str, overrides: dict[str, str] | None = None) -> str:
+    """The column a scheme's law is fitted against; `overrides` wins over the table."""
+    if overrides and scheme in overrides:
+        return overrides[scheme]
+    return RESOURCE_AXES.get(scheme, DEFAULT_AXIS)
+
+
+def load_results(path) -> pd.DataFrame:
+    """One row per finished run; see the module docstring for accepted layouts.
+
+    Adds `params_total` = params_embedding + params_dense. Raises FileNotFoundError for
+    a missing path and ValueError when nothing usable is found.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"load_results: {p} does not exist")
+    left_out: list[str] = []
+    if p.is_file():
+        df = _read_csv(p, default_sweep=p.parent.name or "results")
+    elif _is_sweep_dir(p):
+        df = _read_sweep_dir(p, left_out)
+    else:
+        subs = sorted(d for d in p.iterdir() if d.is_dir() and _is_sweep_dir(d))
+        if not subs:
+            raise ValueError(f"load_results: {p} has no results.csv, run directories or sweep directories")
+        df = pd.concat([_read_sweep_dir(d, left_out) for d in subs], ignore_index=True)
+    df = _keep_finished(df, left_out)
+    if left_out:
+        warnings.warn(f"load_results: left out {len(left_out)} run(s): " + "; ".join(left_out),
+                      ResultsWarning, stacklevel=2)
+    if df.empty:
+        raise ValueError(f"load_results: no finished runs in {p}")
+    return df.reset_index(drop=True)
+
+
+def _is_run_dir(d: Path) -> bool:
+    return any((d / f).exists() for f in ("summary.json", "config.json", "metrics.jsonl"))
+
+
+def _is_sweep_dir(d: Path) -> bool:
+    return (d / "results.csv").is_file() or any(c.is_dir() and _is_run_dir(c) for c in d.iterdir())
+
+
+def _read_csv(path: Path, default_sweep: str) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"load_results: cannot read {path} as CSV ({e})") from None
+    if "sweep" not in df.columns:
+        df["sweep"] = default_sweep
+    if "run" not in df.columns:
+        df["run"] = [f"row{i}" for i in range(len(df))]
+    return df
+
+
+def _read_sweep_dir(d: Path, left_out: list[str]) -> pd.DataFrame:
+    """results.csv if present, else rows rebuilt from run directories."""
+    run_dirs = sorted(c for c in d.iterdir() if c.is_dir() and _is_run_dir(c))
+    unfinished = [c.name for c in run_dirs if not (c / "summary.json").exists()]
+    if (d / "results.csv").is_file():
+        df = _read_csv(d / "results.csv", default_sweep=d.name)
+        listed = set(df["run"].astype(str))
+        # Runs still in progress are not in results.csv; name them so nobody is surprised.
+        left_out += [f"{d.name}/{r} (unfinished: no summary.json)" for r in unfinished if r not in listed]
+        return df
+    left_out += [f"{d.name}/{r} (unfinished: no summary.json)" for r in unfinished]
+    rows = [_row_from_run_dir(c, d.name) for c in run_dirs if (c / "summary.json").exists()]
+    return pd.DataFrame(rows)
+
+
+def _row_from_run_dir(run: Path, sweep: str) -> dict:
+    try:
+        summary = json.loads((run / "summary.json").read_text())
+        config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"load_results: {run} has an unreadable JSON file ({e})") from None
+    row = {"run": run.name, "sweep": sweep}
+    row.update(_flatten(config))
+    row.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
+    return row
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    """{"model": {"top_mlp": [512, 256]}} -> {"model.top_mlp": "512,256"} (CSV form)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)):
+            out[key] = ",".join(str(x) for x in v)
+        else:
+            out[key] = v
+    return out
+
+
+def _keep_finished(df: pd.DataFrame, left_out: list[str]) -> pd.DataFrame:
+    for col in NUMERIC_FIELDS:
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    if "eval_ne" not in df.columns:
+        df["eval_ne"] = np.nan
+    status = df["status"].astype(str).str.strip().str.lower() if "status" in df.columns \
+        else pd.Series("done", index=df.index)
+    done = status.eq("done") & np.isfinite(df["eval_ne"])
+    for _, r in df[~done].iterrows():
+        name = f"{r['sweep']}/{r['run']}"
+        st = str(r.get("status", "")).lower()
+        if st == "failed":
+            err = r.get("error")
+            left_out.append(f"{name} (failed: {err})" if isinstance(err, str) and err else f"{name} (failed)")
+        elif st == "done":
+            left_out.append(f"{name} (done but no eval_ne)")
+        else:
+            left_out.append(f"{name} (unfinished: status {r.get('status')})")
+    df = df[done].copy()
+    if {"params_embedding", "params_dense"} <= set(df.columns):
+        df["params_total"] = df["params_embedding"] + df["params_dense"]
+    return df
