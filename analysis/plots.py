@@ -67,9 +67,14 @@ def _curve(ax, fit, x_lo: float, x_hi: float, color, label: str | None, band: bo
 
 
 def law_figure(fit, *, xlabel: str = "x", title: str = "", bayes_ne: float | None = None,
-               extrapolate: float = EXTRAPOLATE) -> Figure:
-    """NE against the resource, log-log: points, fit, band, asymptote, extrapolation."""
+               extrapolate: float = EXTRAPOLATE, others=None) -> Figure:
+    """NE against the resource, log-log: points, fit, band, asymptote, extrapolation.
+
+    others: (x, y) of runs not used by the fit (off a grid scheme's envelope), in grey.
+    """
     fig, (ax,) = _figure()
+    if others is not None and len(others[0]):
+        ax.plot(others[0], others[1], "o", color="0.65", ms=4, label="runs off the envelope")
     x, y = fit.data["x"], fit.data["y"]
     held = np.zeros(len(x), bool)
     if fit.holdout is not None:
@@ -101,7 +106,7 @@ def residuals_figure(fit, *, xlabel: str = "x", title: str = "") -> Figure:
     r = 100 * fit.log_residuals
     ax.axhline(0, color="k", lw=0.8)
     d = 100 * fit.options.huber_delta
-    ax.axhspan(-d, d, color="C0", alpha=0.12, lw=0, label=f"Huber delta (+-{d:.2g}%)")
+    ax.axhspan(-d, d, color="C0", alpha=0.12, lw=0, label=f"Huber delta (±{d:.2g}%)")
     ax.plot(x, r, "o-", color="C3", ms=5)
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)

@@ -27,11 +27,12 @@ import scipy
 
 from analysis import plots
 from analysis.fitting import FitOptions
-from analysis.results import AXIS_LABELS, COMMON_AXES, ResultsWarning, load_results, resource_axis
+from analysis.results import (AXIS_LABELS, COMMON_AXES, ENVELOPE_SCHEMES, ResultsWarning, load_results,
+                              resource_axis)
 from analysis.study import (compare_schemes, compute_frontier, fit_schemes, gain_per_doubling,
-                            multiplier_for_improvement, resource_for_target, _num)
+                            multiplier_for_improvement, points, resource_for_target, _num)
 from analysis.validation import (GRAD_REL_TOL, HOLDOUT_MAX_REL_ERROR, HOLDOUT_MIN_REL_ERROR,
-                                 HOLDOUT_RMS_FACTOR, MIN_SHARE_REACHED, PATTERN_P)
+                                 HOLDOUT_RMS_FACTOR, MIN_SHARE_REACHED, MIN_SPAN, PATTERN_P)
 
 FORMAT = "dlrm-scaling-fits/1"
 LAW = "NE = alpha * x**(-beta) + gamma"
@@ -85,8 +86,14 @@ def write_report(path_or_df, out_dir, *, bootstrap: int = 200, seed: int = 0, ho
         fits["flags"] += [{"scope": name, **fl.to_dict()} for fl in sf.flags]
         if sf.fit is not None:
             label = AXIS_LABELS.get(sf.axis, sf.axis)
+            others = None
+            if sf.envelope:      # show the grid runs that the envelope left out, greyed
+                rest = points(df[df["sweep"].astype(str) == name], sf.axis)
+                rest = rest[~rest["run"].astype(str).isin(sf.runs)]
+                others = (rest[sf.axis].to_numpy(float), rest["eval_ne"].to_numpy(float))
             fits["plots"][f"law_{name}"] = _save(plots.law_figure(
-                sf.fit, xlabel=label, title=f"{name}: NE vs {label}", bayes_ne=sf.bayes_ne), out, f"law_{name}")
+                sf.fit, xlabel=label, title=f"{name}: NE vs {label}", bayes_ne=sf.bayes_ne, others=others),
+                out, f"law_{name}")
             fits["plots"][f"residuals_{name}"] = _save(plots.residuals_figure(
                 sf.fit, xlabel=label, title=f"{name}: residuals"), out, f"residuals_{name}")
     fits["comparison"] = _json_rows(comparison.table)
@@ -159,11 +166,14 @@ def _method(options, bootstrap, seed, level, holdout, axes, improvement) -> dict
                     "and whether each held-out run lies in the bootstrap interval of the extrapolated curve"},
         "flags": {"residual_pattern_p": PATTERN_P, "holdout_rms_factor": HOLDOUT_RMS_FACTOR,
                   "holdout_min_rel_error": HOLDOUT_MIN_REL_ERROR, "holdout_max_rel_error": HOLDOUT_MAX_REL_ERROR,
-                  "min_share_reached": MIN_SHARE_REACHED, "grad_rel_tol": GRAD_REL_TOL,
+                  "min_share_reached": MIN_SHARE_REACHED, "grad_rel_tol": GRAD_REL_TOL, "min_span": MIN_SPAN,
                   "residual_pattern_test": "permutation test of the Durbin-Watson ratio of residuals ordered by x"},
         "resource_axes": {s: resource_axis(s, axes) for s in
                           ("data", "embedding_dim", "embedding_rows", "top_mlp", "bottom_mlp", "all", "compute")}
         | dict(axes or {}),
+        "envelope_schemes": {"schemes": sorted(ENVELOPE_SCHEMES),
+                             "rule": "grid sweeps (model size x examples) are fitted to their lower envelope of NE "
+                                     "over the resource: only runs better than every run with less of it"},
         "improvement": {"relative": improvement,
                         "at": "largest measured resource of the scheme"},
         "software": {"python": sys.version.split()[0], "numpy": np.__version__, "scipy": scipy.__version__,
@@ -187,7 +197,7 @@ def _counting() -> dict:
 
 def _scheme_entry(sf, improvement: float, targets: list[float]) -> dict:
     e = {"axis": sf.axis, "axis_label": AXIS_LABELS.get(sf.axis, sf.axis), "n_runs": len(sf.runs),
-         "runs": sf.runs, "bayes_ne": sf.bayes_ne, "skipped": sf.skipped,
+         "runs": sf.runs, "envelope": sf.envelope, "n_scheme_runs": sf.n_scheme_runs, "bayes_ne": sf.bayes_ne, "skipped": sf.skipped,
          "holdout_skipped": sf.holdout_skipped, "flags": [f.to_dict() for f in sf.flags]}
     f = sf.fit
     if f is None:
@@ -361,7 +371,9 @@ def render_markdown(fits: dict) -> str:
         c = s["fit"]["convergence"]
         L += [f"### {name}", "",
               f"Resource: {s['axis_label']} (`{s['axis']}`), {s['x_range'][0]:.4g} to {s['x_range'][1]:.4g}; "
-              f"runs: {', '.join(s['runs'])}.", "",
+              + (f"fitted to the lower envelope: {s['n_runs']} of the scheme's {s['n_scheme_runs']} runs; "
+                 if s["envelope"] else "")
+              + f"runs: {', '.join(s['runs'])}.", "",
               f"Convergence: objective {c['objective']:.4g}, projected gradient norm {c['grad_norm']:.2g}, "
               f"{c['n_reached_optimum']} of {c['n_polished']} polished starts reached the optimum, "
               f"at bound: {', '.join(c['at_bound']) or 'none'}; RMS log residual "
@@ -415,8 +427,9 @@ def render_markdown(fits: dict) -> str:
           f"* **Initialisation**: {m['initialisation']}.",
           f"* **Bootstrap**: {b['method']}; {b['samples']} resamples, seed {b['seed']}, level {b['level']:.0%}.",
           f"* **Holdout**: k = {m['holdout']['k']}; {m['holdout']['rule']}.",
-          f"* **Which points**: every finished run of each scheme (`status` done, finite `eval_ne`); "
-          f"runs listed per scheme above; failed or unfinished runs left out and listed at the top.",
+          f"* **Which points**: every finished run of each scheme (`status` done, finite `eval_ne`); for "
+          f"{', '.join(m['envelope_schemes']['schemes'])}: {m['envelope_schemes']['rule']}. Runs used are listed "
+          f"per scheme above; failed or unfinished runs are left out and listed at the top.",
           f"* **Resource per scheme**: {m['resource_axes']}.",
           "* **Counting**: " + "; ".join(f"`{k}`: {v}" for k, v in fits["counting"].items()) + ".",
           f"* **Flag thresholds**: {m['flags']}.",

@@ -22,8 +22,8 @@ import pandas as pd
 
 from analysis.bootstrap import percentile_interval
 from analysis.laws import PowerLawFit, fit_power_law
-from analysis.results import COMMON_AXES, resource_axis
-from analysis.validation import Flag, fit_flags, holdout_check
+from analysis.results import COMMON_AXES, ENVELOPE_SCHEMES, resource_axis
+from analysis.validation import MIN_SPAN, Flag, fit_flags, holdout_check
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,8 @@ class SchemeFit:
     flags: list[Flag] = field(default_factory=list)
     skipped: str | None = None          # why there is no fit
     holdout_skipped: str | None = None  # why there is no holdout check
+    envelope: bool = False              # fitted to the lower envelope (grid schemes)
+    n_scheme_runs: int = 0              # finished runs of the scheme usable on the axis
 
 
 def points(df: pd.DataFrame, axis: str, y: str = "eval_ne") -> pd.DataFrame:
@@ -160,6 +162,24 @@ def points(df: pd.DataFrame, axis: str, y: str = "eval_ne") -> pd.DataFrame:
     x = pd.to_numeric(df[axis], errors="coerce")
     ok = np.isfinite(x) & (x > 0) & np.isfinite(df[y])
     return df[ok]
+
+
+def lower_envelope(df: pd.DataFrame, x: str, y: str = "eval_ne") -> pd.DataFrame:
+    """Runs whose NE is strictly below that of every run with at most their x (a running
+    minimum over x); among runs with equal x the best is kept."""
+    pts = points(df, x, y).sort_values([x, y], kind="stable")
+    keep, best = [], np.inf
+    for i, v in zip(pts.index, pts[y]):
+        if v < best:
+            keep.append(i)
+            best = v
+    return pts.loc[keep]
+
+
+def scheme_points(df: pd.DataFrame, scheme: str, axis: str) -> pd.DataFrame:
+    """The runs a scheme's law is fitted to on an axis (the envelope for grid schemes)."""
+    sub = df[df["sweep"].astype(str) == scheme]
+    return lower_envelope(sub, axis) if scheme in ENVELOPE_SCHEMES else points(sub, axis)
 
 
 def bayes_ne_of(df: pd.DataFrame) -> float | None:
@@ -175,19 +195,22 @@ def fit_scheme(df: pd.DataFrame, scheme: str, axis: str | None = None, *, holdou
                **fit_kw) -> SchemeFit:
     """Fit NE against the scheme's resource; check by holdout; collect flags.
 
+    Grid schemes (`results.ENVELOPE_SCHEMES`) are fitted to their lower envelope.
     Too few points is not an error here (the report lists the scheme as skipped).
     """
     axis = axis or resource_axis(scheme)
-    sub = points(df[df["sweep"] == scheme], axis)
-    bayes = bayes_ne_of(df[df["sweep"] == scheme])
-    runs = [str(r) for r in sub["run"]]
+    own = df[df["sweep"].astype(str) == scheme]
+    sub = scheme_points(df, scheme, axis)
+    info = dict(scheme=scheme, axis=axis, runs=[str(r) for r in sub["run"]], bayes_ne=bayes_ne_of(own),
+                envelope=scheme in ENVELOPE_SCHEMES, n_scheme_runs=len(points(own, axis)))
     if axis not in df.columns:
-        return SchemeFit(scheme, axis, runs, None, bayes, skipped=f"no column {axis!r} in the results")
+        return SchemeFit(fit=None, skipped=f"no column {axis!r} in the results", **info)
     try:
         f = fit_power_law(sub[axis].to_numpy(float), sub["eval_ne"].to_numpy(float), **fit_kw)
     except ValueError as e:
-        return SchemeFit(scheme, axis, runs, None, bayes, skipped=str(e))
-    out = SchemeFit(scheme, axis, runs, f, bayes)
+        return SchemeFit(fit=None, skipped=str(e), **info)
+    out = SchemeFit(fit=f, **info)
+    bayes = out.bayes_ne
     if holdout:
         try:
             f.holdout = holdout_check(_refit_x, {"x": f.data["x"]}, f.data["y"], k=holdout,
@@ -209,9 +232,6 @@ def fit_schemes(df: pd.DataFrame, axes: dict[str, str] | None = None, *, holdout
     return {s: fit_scheme(df, s, resource_axis(s, axes), holdout=holdout, **fit_kw) for s in schemes}
 
 
-MIN_SPAN = 2.0   # compare_schemes: an axis must vary by at least this factor
-
-
 @dataclass
 class Comparison:
     """Schemes on common axes: a table and the fits behind it, keyed (scheme, axis)."""
@@ -231,9 +251,8 @@ def compare_schemes(df: pd.DataFrame, axes=COMMON_AXES, *, reuse: dict[str, Sche
     """
     rows, fits = [], {}
     for scheme in dict.fromkeys(df["sweep"].astype(str)):
-        sub_all = df[df["sweep"] == scheme]
         for axis in axes:
-            sub = points(sub_all, axis)
+            sub = scheme_points(df, scheme, axis)
             if len(sub) == 0 or sub[axis].nunique() < 3 or sub[axis].max() < MIN_SPAN * sub[axis].min():
                 continue
             sf = (reuse or {}).get(scheme)
@@ -276,13 +295,7 @@ def compute_frontier(df: pd.DataFrame, x: str = "train_flops", y: str = "eval_ne
     A run is on the frontier when its NE is strictly below that of every run with at
     most its FLOPs; ties in FLOPs keep the best run.
     """
-    pts = points(df, x, y).sort_values([x, y], kind="stable")
-    keep, best = [], np.inf
-    for i, r in pts.iterrows():
-        if r[y] < best:
-            keep.append(i)
-            best = r[y]
-    front = pts.loc[keep]
+    front = lower_envelope(df, x, y)
     bayes = bayes_ne_of(df)
     try:
         f = fit_power_law(front[x].to_numpy(float), front[y].to_numpy(float), **fit_kw)

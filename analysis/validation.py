@@ -22,6 +22,7 @@ HOLDOUT_MIN_REL_ERROR = 0.005  # ... but never below 0.5% (noise between seeds)
 HOLDOUT_MAX_REL_ERROR = 0.02   # ... and always beyond 2% (an NE gap that decides comparisons)
 MIN_SHARE_REACHED = 0.5        # share of polished starts reaching the optimum
 GRAD_REL_TOL = 1e-4            # projected gradient vs max(objective, delta**2)
+MIN_SPAN = 2.0                 # a resource range narrower than this factor measures no power law
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,11 @@ def fit_flags(fit, x: np.ndarray | None = None, bayes_ne: float | None = None,
                "E": "the irreducible term collapsed to ~0"}.get(name, "the data do not pin it down")
         flags.append(Flag("at_bound", f"{name} is at a bound of the search range: {why}"))
     resource = x if x is not None else fit.data[fit.terms[0][2]]
+    for _, _, name in fit.terms:
+        v = fit.data[name]
+        if v.max() < MIN_SPAN * v.min():
+            flags.append(Flag("narrow_range", f"{name} spans only a factor {v.max() / v.min():.3g}: "
+                              "too narrow to measure a power law (exponent and asymptote are guesses)"))
     p = residual_pattern_p(fit.log_residuals, resource)
     if p < PATTERN_P:
         flags.append(Flag("residual_pattern", f"residuals follow a smooth curve along the resource "

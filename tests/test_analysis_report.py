@@ -44,10 +44,14 @@ def sweep_rows(bayes=0.52, noise=1e-3, seed=0):
                      **summary(ne, 2 ** 21, pe, pd_, 6 * (pd_ + 26 * dim), bayes)})
     rows.append({"run": "model.embed_dim=256", "sweep": "embedding_dim", "model.embed_dim": 256,
                  "status": "failed", "error": "RESOURCE_EXHAUSTED: out of memory"})
-    for i, f in enumerate(np.geomspace(1e12, 1e15, 7)):
-        ne = (20.0 * f ** -0.12 + 0.55) * jitter()
-        rows.append({"run": f"c{i}", "sweep": "compute", "model.top_mlp": "512,256",
-                     **summary(ne, f / 3e5, 2e6, 1e5, 3e5, bayes)})
+    # Compute: a grid of model sizes x examples, like sweeps/compute.py; NE follows a
+    # two-term law, so at a given FLOP budget one allocation is best.
+    for w in (64, 128, 256, 512):
+        for n in 2 ** np.arange(15, 21):
+            p_dense = 200.0 * w
+            ne = (0.54 + 3.0 * p_dense ** -0.3 + 8.0 * n ** -0.3) * jitter()
+            rows.append({"run": f"top_mlp-{w}__examples-{n}", "sweep": "compute", "model.top_mlp": f"{w},{w // 2}",
+                         **summary(ne, int(n), 2e6, p_dense, 6 * p_dense, bayes)})
     return rows
 
 
@@ -72,11 +76,11 @@ def test_load_results_csv_drops_failed_runs_with_a_warning(tmp_path):
     csv = write_csv(tmp_path / "sw" / "results.csv", sweep_rows())
     with pytest.warns(ResultsWarning, match=r"left out 1 run\(s\).*embed_dim=256 \(failed: RESOURCE_EXHAUSTED"):
         df = load_results(csv)
-    assert len(df) == 21 and set(df["sweep"]) == {"data", "embedding_dim", "compute"}
+    assert len(df) == 38 and set(df["sweep"]) == {"data", "embedding_dim", "compute"}
     assert (df["params_total"] == df["params_embedding"] + df["params_dense"]).all()
     assert df["eval_ne"].dtype == float
     with pytest.warns(ResultsWarning):
-        assert len(load_results(tmp_path / "sw")) == 21          # the directory reads its results.csv
+        assert len(load_results(tmp_path / "sw")) == 38          # the directory reads its results.csv
 
 
 def test_load_results_rebuilds_rows_from_run_dirs(tmp_path):
@@ -136,7 +140,11 @@ def test_analyze_writes_report_fits_and_plots(tmp_path, capsys):
     assert data["fit"]["ci"]["gamma"][0] <= data["fit"]["params"]["gamma"] <= data["fit"]["ci"]["gamma"][1]
     assert data["fit"]["holdout"]["k"] == 1 and data["bayes_ne"] == 0.52
     assert fits["schemes"]["embedding_dim"]["axis"] == "params_total"
-    assert fits["schemes"]["compute"]["axis"] == "train_flops"
+    comp = fits["schemes"]["compute"]
+    assert comp["axis"] == "train_flops" and comp["envelope"] and comp["n_scheme_runs"] == 24
+    assert 4 <= comp["n_runs"] < 24                         # the grid's lower envelope only
+    flops = [r["train_flops"] for r in sweep_rows() if r["sweep"] == "compute"]
+    assert comp["x_range"] == [min(flops), max(flops)]
     assert fits["method"]["huber_delta"] == 1e-3 and fits["method"]["bootstrap"]["samples"] == 20
     assert fits["method"]["bootstrap"]["seed"] == 1
     assert any("RESOURCE_EXHAUSTED" in s for s in fits["runs"]["left_out"])
