@@ -32,7 +32,8 @@ class Bootstrap:
     max_grad_norm: float    # worst projected gradient norm over the refits
 
     def to_dict(self) -> dict:
-        return {"n_samples": self.n_samples, "seed": self.seed, "method": "case resampling over runs, percentile intervals",
+        return {"n_samples": self.n_samples, "seed": self.seed,
+                "method": "case resampling over runs, percentile intervals",
                 "n_redrawn": self.n_redrawn, "polished_starts_per_refit": self.n_polish,
                 "max_grad_norm": self.max_grad_norm}
 

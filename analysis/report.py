@@ -16,7 +16,6 @@ import os
 import re
 import sys
 import tempfile
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,10 +26,10 @@ import scipy
 
 from analysis import plots
 from analysis.fitting import FitOptions
-from analysis.results import (AXIS_LABELS, COMMON_AXES, ENVELOPE_SCHEMES, ResultsWarning, load_results,
+from analysis.results import (AXIS_LABELS, COMMON_AXES, ENVELOPE_SCHEMES, finished_runs, load_results,
                               resource_axis)
 from analysis.study import (compare_schemes, compute_frontier, fit_schemes, gain_per_doubling,
-                            multiplier_for_improvement, points, resource_for_target, _num)
+                            multiplier_for_improvement, points, resource_for_target, json_number)
 from analysis.validation import (GRAD_REL_TOL, HOLDOUT_MAX_REL_ERROR, HOLDOUT_MIN_REL_ERROR,
                                  HOLDOUT_RMS_FACTOR, MIN_SHARE_REACHED, MIN_SPAN, PATTERN_P)
 
@@ -110,7 +109,8 @@ def write_report(path_or_df, out_dir, *, bootstrap: int = 200, seed: int = 0, ho
         if len(frontier.points):
             fits["plots"]["frontier"] = _save(plots.frontier_figure(df, frontier), out, "frontier")
 
-    _write_atomic(out / "fits.json", json.dumps(fits, indent=2, default=_json_default) + "\n")
+    fits = _clean(fits)
+    _write_atomic(out / "fits.json", json.dumps(fits, indent=2, allow_nan=False) + "\n")
     _write_atomic(out / "report.md", render_markdown(fits))
     return fits
 
@@ -120,24 +120,12 @@ def write_report(path_or_df, out_dir, *, bootstrap: int = 200, seed: int = 0, ho
 def _load(path_or_df):
     """(df, source description, runs left out); keeps load_results' warning visible."""
     if isinstance(path_or_df, pd.DataFrame):
-        df = path_or_df.copy()
-        for col in ("sweep", "eval_ne"):
-            if col not in df.columns:
-                raise ValueError(f"write_report: the DataFrame has no {col!r} column")
-        if "run" not in df.columns:
-            df["run"] = [f"row{i}" for i in range(len(df))]
-        if {"params_embedding", "params_dense"} <= set(df.columns) and "params_total" not in df.columns:
-            df["params_total"] = df["params_embedding"] + df["params_dense"]
-        return df, "DataFrame", []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ResultsWarning)
-        df = load_results(path_or_df)
-    left = []
-    for w in caught:
-        if issubclass(w.category, ResultsWarning):
-            left.append(str(w.message))
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return df, str(Path(path_or_df)), left
+        df, left = finished_runs(path_or_df)
+        if df.empty:
+            raise ValueError("write_report: no finished runs in the DataFrame")
+        return df, "DataFrame", left
+    df = load_results(path_or_df)          # warns about the runs it leaves out
+    return df, str(Path(path_or_df)), list(df.attrs.get("left_out", []))
 
 
 def _method(options, bootstrap, seed, level, holdout, axes, improvement) -> dict:
@@ -197,7 +185,8 @@ def _counting() -> dict:
 
 def _scheme_entry(sf, improvement: float, targets: list[float]) -> dict:
     e = {"axis": sf.axis, "axis_label": AXIS_LABELS.get(sf.axis, sf.axis), "n_runs": len(sf.runs),
-         "runs": sf.runs, "envelope": sf.envelope, "n_scheme_runs": sf.n_scheme_runs, "bayes_ne": sf.bayes_ne, "skipped": sf.skipped,
+         "runs": sf.runs, "envelope": sf.envelope, "n_scheme_runs": sf.n_scheme_runs,
+         "bayes_ne": sf.bayes_ne, "skipped": sf.skipped,
          "holdout_skipped": sf.holdout_skipped, "flags": [f.to_dict() for f in sf.flags]}
     f = sf.fit
     if f is None:
@@ -225,20 +214,23 @@ def _frontier_entry(frontier, targets: list[float]) -> dict:
 
 
 def _json_rows(table: pd.DataFrame) -> list[dict]:
-    return [{k: (_num(v) if isinstance(v, (float, np.floating)) else v) for k, v in row.items()}
+    return [{k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else v) for k, v in row.items()}
             for row in table.to_dict(orient="records")]
 
 
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return _num(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.bool_):
+def _clean(o):
+    """Plain JSON types throughout; JSON has no inf or NaN, so they become "inf" / null."""
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple, np.ndarray)):
+        return [_clean(v) for v in o]
+    if isinstance(o, (bool, np.bool_)):
         return bool(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    if isinstance(o, (int, np.integer)):
+        return int(o)
+    if isinstance(o, (float, np.floating)):
+        return json_number(o)
+    return o
 
 
 # -- files -------------------------------------------------------------------------
@@ -347,7 +339,7 @@ def render_markdown(fits: dict) -> str:
          f"residuals; intervals are {b['level']:.0%} percentile intervals from {b['samples']} bootstrap "
          f"resamples of runs (seed {b['seed']}).", ""]
     if fits["runs"]["left_out"]:
-        L += ["Runs left out: " + " ".join(fits["runs"]["left_out"]), ""]
+        L += ["Runs left out (failed or unfinished): " + "; ".join(fits["runs"]["left_out"]) + ".", ""]
     L += ["## Flags", ""]
     L += [f"* **{f['scope']}** ({f['code']}): {f['message']}" for f in fits["flags"]] or ["None."]
     L += ["", "## Fits per scheme", "",
@@ -388,7 +380,8 @@ def render_markdown(fits: dict) -> str:
         elif s["holdout_skipped"]:
             L.append(f"* no held-out check: {s['holdout_skipped']}")
         L += [f"* {t['message']}" for t in s["targets"]]
-        L += ["", f"![{name}]({fits['plots'][f'law_{name}']}) ![{name} residuals]({fits['plots'][f'residuals_{name}']})", ""]
+        law, res = fits["plots"][f"law_{name}"], fits["plots"][f"residuals_{name}"]
+        L += ["", f"![{name}]({law}) ![{name} residuals]({res})", ""]
     L += ["## Schemes on common axes", "",
           "Each scheme refitted against every common axis it varies along; gain per doubling at the "
           "scheme's largest value of that axis.", "",
@@ -397,7 +390,8 @@ def render_markdown(fits: dict) -> str:
         ci = {k: (r[f"{k}_lo"], r[f"{k}_hi"]) for k in ("beta", "gamma") if r[f"{k}_lo"] is not None}
         gain = _est({"value": r["gain_per_doubling"], "lo": r["gain_lo"], "hi": r["gain_hi"]})
         L.append(f"| {r['scheme']} | {AXIS_LABELS.get(r['axis'], r['axis'])} | {r['n_points']} | "
-                 f"{r['beta']:.4g}{_ci(ci, 'beta')} | {r['gamma']:.4g}{_ci(ci, 'gamma')} | {gain} | {r['flags'] or '-'} |")
+                 f"{r['beta']:.4g}{_ci(ci, 'beta')} | {r['gamma']:.4g}{_ci(ci, 'gamma')} | {gain} | "
+                 f"{r['flags'] or '-'} |")
     if fits["most_ne_per_flop"]:
         order = ", ".join(f"{r['scheme']} ({_fmt(r['gain_per_doubling'], '.3g')} at {r['at_flops']:.3g} FLOPs"
                           + (f"; flagged: {r['flags']})" if r["flags"] else ")") for r in fits["most_ne_per_flop"])
@@ -419,11 +413,12 @@ def render_markdown(fits: dict) -> str:
         if "frontier" in fits["plots"]:
             L += ["", f"![frontier]({fits['plots']['frontier']})"]
     L += ["", "## Method (everything needed to redo this analysis)", ""]
+    opt = m["optimizer"]
     L += [f"* **Form**: {m['form']}.",
           f"* **Loss**: {m['loss']}; delta = {m['huber_delta']:g}.",
           f"* **Parametrisation**: {m['parametrisation']}.",
-          f"* **Optimiser**: {m['optimizer']['name']}; ftol {m['optimizer']['ftol']:g}, gtol {m['optimizer']['gtol']:g}, "
-          f"maxiter {m['optimizer']['maxiter']}; {m['optimizer']['objective_scaling']}; bounds {m['optimizer']['bounds']}.",
+          f"* **Optimiser**: {opt['name']}; ftol {opt['ftol']:g}, gtol {opt['gtol']:g}, maxiter {opt['maxiter']}; "
+          f"{opt['objective_scaling']}; bounds {opt['bounds']}.",
           f"* **Initialisation**: {m['initialisation']}.",
           f"* **Bootstrap**: {b['method']}; {b['samples']} resamples, seed {b['seed']}, level {b['level']:.0%}.",
           f"* **Holdout**: k = {m['holdout']['k']}; {m['holdout']['rule']}.",

@@ -97,7 +97,25 @@ def load_results(path) -> pd.DataFrame:
                       ResultsWarning, stacklevel=2)
     if df.empty:
         raise ValueError(f"load_results: no finished runs in {p}")
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    df.attrs["left_out"] = left_out      # for the report's "runs left out" line
+    return df
+
+
+def finished_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The same filtering for a DataFrame built elsewhere: (finished runs, runs left out).
+
+    Needs `sweep` and `eval_ne`; `run` is filled with row numbers when missing.
+    """
+    for col in ("sweep", "eval_ne"):
+        if col not in df.columns:
+            raise ValueError(f"results have no {col!r} column")
+    df = df.copy()
+    if "run" not in df.columns:
+        df["run"] = [f"row{i}" for i in range(len(df))]
+    left_out: list[str] = []
+    df = _keep_finished(df, left_out)
+    return df.reset_index(drop=True), left_out
 
 
 def _is_run_dir(d: Path) -> bool:

@@ -35,10 +35,11 @@ class Estimate:
     at: float | None = None       # the resource value it refers to
 
     def to_dict(self) -> dict:
-        return {"value": _num(self.value), "lo": _num(self.lo), "hi": _num(self.hi), "at": _num(self.at)}
+        return {"value": json_number(self.value), "lo": json_number(self.lo), "hi": json_number(self.hi),
+                "at": json_number(self.at)}
 
 
-def _num(v):
+def json_number(v):
     """JSON has no inf: write it as the string "inf" (and None stays None)."""
     if v is None:
         return None
@@ -106,8 +107,8 @@ class Inversion:
     message: str
 
     def to_dict(self) -> dict:
-        return {"target": self.target, "value": _num(self.value), "lo": _num(self.lo),
-                "hi": _num(self.hi), "reachable": self.reachable,
+        return {"target": self.target, "value": json_number(self.value), "lo": json_number(self.lo),
+                "hi": json_number(self.hi), "reachable": self.reachable,
                 "share_reachable": self.share_reachable, "message": self.message}
 
 
@@ -210,14 +211,13 @@ def fit_scheme(df: pd.DataFrame, scheme: str, axis: str | None = None, *, holdou
     except ValueError as e:
         return SchemeFit(fit=None, skipped=str(e), **info)
     out = SchemeFit(fit=f, **info)
-    bayes = out.bayes_ne
     if holdout:
         try:
             f.holdout = holdout_check(_refit_x, {"x": f.data["x"]}, f.data["y"], k=holdout,
                                       who=f"{scheme} holdout", **fit_kw)
         except ValueError as e:
             out.holdout_skipped = str(e)
-    out.flags = fit_flags(f, bayes_ne=bayes)
+    out.flags = fit_flags(f, bayes_ne=out.bayes_ne)
     return out
 
 

@@ -167,13 +167,15 @@ def test_analyze_writes_report_fits_and_plots(tmp_path, capsys):
 
 
 def test_report_flags_asymptote_below_bayes_ne(tmp_path):
-    df = pd.DataFrame([r for r in sweep_rows(bayes=0.58) if r["sweep"] == "data"])
-    df["eval_ne"] = df["eval_ne"].astype(float)
-    fits = write_report(df, tmp_path / "r", bootstrap=20, holdout=0)
+    rows = [r for r in sweep_rows(bayes=0.58) if r["sweep"] == "data"]
+    rows.append({"run": "late", "sweep": "data", "status": "failed", "error": "preempted"})
+    fits = write_report(pd.DataFrame(rows), tmp_path / "r", bootstrap=20, holdout=0)   # a DataFrame works too
+    assert fits["runs"] == {"used": 8, "left_out": ["data/late (failed: preempted)"]}
     codes = {(f["scope"], f["code"]) for f in fits["flags"]}
     assert ("data", "below_bayes") in codes
-    assert "below_bayes" in summary_text(fits) or "Bayes-optimal" in summary_text(fits)
+    assert "Bayes-optimal NE 0.58" in summary_text(fits)
     assert fits["schemes"]["data"]["fit"]["holdout"] is None
+    assert json.loads((tmp_path / "r" / "fits.json").read_text()) == fits
 
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
