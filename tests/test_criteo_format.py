@@ -143,3 +143,29 @@ def test_format_rows_roundtrip_and_missing_last_newline():
     assert text.count(b"\n") == 50 and text.split(b"\n")[0].count(b"\t") == 39
     pb = cf.parse_block(text[:-1] + b"\n")
     assert pb.good.all() and pb.rows.labels.tolist() == rows.labels.tolist()
+
+
+def test_every_line_as_the_first_of_a_block():
+    """Fields that end within a block's first 8 bytes are read differently."""
+    rows = cf.synthetic_rows(60, seed=11)
+    rows.dense[::3, :4] = rows.dense[::3, :4] % 10        # short leading fields
+    rows.dense_missing[::4, :3] = True
+    lines = cf.format_rows(rows).split(b"\n")[:-1]
+    lines += [line("1", EDGE_DENSE, EDGE_CATS), line("0", ["-1"] * 13, ["7"] * 26),
+              b"", b"1", b"0\t\t", line("1", ["9"] * 13, ["a"] * 26)]
+    for k in range(len(lines)):
+        window = lines[k:k + 3]
+        pb = cf.parse_block(b"\n".join(window) + b"\n")
+        good = 0
+        for i, ln in enumerate(window):
+            try:
+                label, dense, cats = cf.parse_line(ln)
+            except cf.BadRow as e:
+                assert cf.REASONS[pb.reasons[i]] == e.reason
+                continue
+            assert pb.good[i]
+            assert pb.rows.labels[good] == label
+            assert pb.rows.dense[good].tolist() == [0 if d is None else d for d in dense]
+            assert pb.rows.cats[good].tolist() == [0 if c is None else c for c in cats]
+            good += 1
+        assert good == pb.rows.labels.size

@@ -128,6 +128,28 @@ def test_gzip_input_gives_identical_shards(tmp_path):
     assert m2["sources"][0]["compression"] == "gzip" and m1["splits"] == m2["splits"]
 
 
+def test_multi_member_and_corrupt_gzip(tmp_path, capsys):
+    text = (tmp_path / "a.tsv")
+    write_source(text, 300, 14)
+    data = text.read_bytes()
+    cut = data.index(b"\n", len(data) // 2) + 1         # two members, split at a line end
+    (tmp_path / "m.gz").write_bytes(gzip.compress(data[:cut]) + gzip.compress(data[cut:])
+                                    + b"\0" * 64)       # plus the zero padding gzip allows
+    opts = PrepareOptions(rows_per_shard=100, hash_rows=(321,) * 26)
+    prepare([text], tmp_path / "plain", opts)
+    prepare([tmp_path / "m.gz"], tmp_path / "multi", opts)
+    t1, t2 = tree(tmp_path / "plain"), tree(tmp_path / "multi")
+    assert {k: v for k, v in t1.items() if k != "manifest.json"} == \
+        {k: v for k, v in t2.items() if k != "manifest.json"}
+    bad = bytearray(gzip.compress(data, mtime=0))
+    bad[len(bad) // 2] ^= 0xFF                            # flip bits mid-stream
+    (tmp_path / "c.gz").write_bytes(bytes(bad))
+    rc, err = run_cli(capsys, "--src", tmp_path / "c.gz", "--out", tmp_path / "o")
+    assert rc == 2 and err.count("\n") == 1 and "gzip stream is corrupt" in err
+    assert err.startswith(f"{tmp_path / 'c.gz'}:")
+    assert not (tmp_path / "o").exists()
+
+
 def test_workers_and_threads_do_not_change_bytes(tmp_path):
     srcs = [tmp_path / "x.tsv", tmp_path / "y.tsv.gz", tmp_path / "z.tsv"]
     for i, s in enumerate(srcs):

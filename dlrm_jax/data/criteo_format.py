@@ -200,14 +200,23 @@ def _decode_dec8(w: np.ndarray, n: np.ndarray):
 
 def parse_block(buf: bytes) -> ParsedBlock:
     """Parse whole lines; `buf` must end with b"\\n" (or be empty)."""
-    a = np.frombuffer(_PAD + bytes(buf), np.uint8)
-    sep = np.flatnonzero(a[8:] < 32) + 8   # tabs, newlines, other control bytes
+    # Each field is read as the 8-byte word ending at its end.  Fields ending
+    # before byte 8 (first line only) take it from a padded copy of the head.
+    if len(buf) < 16:
+        buf = _PAD + bytes(buf)
+        off = 8
+    else:
+        off = 0
+    a = np.frombuffer(buf, np.uint8)
+    sep = np.flatnonzero(a < 32)           # tabs, newlines, other control bytes
+    if off:
+        sep = sep[sep >= off]
     kinds = a[sep]
     is_nl = kinds == 10
     nl = sep[is_nl]
     lines = nl.size
     line_start = np.empty(lines, np.int64)
-    line_start[:1] = 8
+    line_start[:1] = off
     line_start[1:] = nl[:-1] + 1
     reasons = np.zeros(lines, np.uint8)
     if (sep.size == NUM_FIELDS * lines and is_nl[NUM_FIELDS - 1::NUM_FIELDS].all()
@@ -224,13 +233,19 @@ def parse_block(buf: bytes) -> ParsedBlock:
         ends = sep[(reasons == 0)[line_of]].reshape(cand.size, NUM_FIELDS)
         line_start = line_start[cand]
     w8 = _words(a)
+    head = _words(np.frombuffer(_PAD + bytes(buf[:8]), np.uint8))   # head[e] ends at e < 8
     lens = ends[:, 1:] - ends[:, :-1] - 1                       # fields 1..39
 
     first = a[line_start]
     label_ok = (ends[:, 0] - line_start == 1) & ((first | 1) == 49)   # '0' or '1'
 
     dlen = lens[:, :NUM_DENSE]
-    dense, dok = _decode_dec8(w8[ends[:, 1:1 + NUM_DENSE] - 8], np.minimum(dlen, 8))
+    dend = ends[:, 1:1 + NUM_DENSE]
+    words = w8[dend - 8]
+    if dend.shape[0] and dend[0, 0] < 8:
+        early = np.flatnonzero(dend[0] < 8)
+        words[0, early] = head[dend[0, early]]
+    dense, dok = _decode_dec8(words, np.minimum(dlen, 8))
     for i, j in zip(*np.nonzero(dlen > 8)):                    # rare long values
         e = ends[i, 1 + j]
         f = a[e - dlen[i, j]:e].tobytes()
@@ -238,10 +253,16 @@ def parse_block(buf: bytes) -> ParsedBlock:
         dense[i, j] = int(f) if dok[i, j] else 0
 
     clen = lens[:, NUM_DENSE:]
-    w = w8[ends[:, 1 + NUM_DENSE:] - 8]
-    cn = np.minimum(clen, 8)
-    cats, cok = _decode_hex8((w & _KEEP[cn]) | _PAD_ZEROS[cn])
+    cats, cok = _decode_hex8(w8[ends[:, 1 + NUM_DENSE:] - 8])   # the logs: 8 digits or empty
+    cok |= clen == 0
+    short = (clen > 0) & (clen < 8)
+    if short.any():                                              # 1-7 digits: mask first
+        i, j = np.nonzero(short)
+        n = clen[i, j]
+        cats[i, j], cok[i, j] = _decode_hex8(
+            (w8[ends[i, 1 + NUM_DENSE + j] - 8] & _KEEP[n]) | _PAD_ZEROS[n])
     cok &= clen <= 8
+    cats[clen == 0] = 0
 
     dense_ok, cat_ok = dok.all(axis=1), cok.all(axis=1)
     good_c = label_ok & dense_ok & cat_ok
@@ -253,7 +274,7 @@ def parse_block(buf: bytes) -> ParsedBlock:
         else:
             reasons[cand[~good_c]] = code[~good_c]
         rows = Rows(*(x[good_c] for x in rows))
-    return ParsedBlock(rows, reasons == 0, reasons, nl - 7)
+    return ParsedBlock(rows, reasons == 0, reasons, nl + 1 - off)
 
 
 # ---------------------------------------------------------------------------
@@ -278,10 +299,11 @@ def transform_dense(raw: np.ndarray, missing: np.ndarray, kind: str,
 
 def hash_ids(cats: np.ndarray, missing: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Raw uint32 [n, 26] -> int32 ids with HASH_RULE; rows: [26] table rows."""
-    m = np.asarray(rows, np.uint64) - _U(1)
-    ids = (cats.astype(np.uint64) % m + _U(1)).astype(np.int32)
+    m = (np.asarray(rows, np.int64) - 1).astype(np.uint32)    # rows <= 2^31 - 1
+    ids = np.remainder(cats, m, dtype=np.uint32)               # 32-bit division: 2x faster
+    ids += np.uint32(1)
     ids[missing] = 0
-    return ids
+    return ids.view(np.int32)
 
 
 # ---------------------------------------------------------------------------

@@ -4,7 +4,6 @@ writing (zlib, hashlib and numpy's vector loops release the GIL)."""
 from __future__ import annotations
 
 import collections
-import gzip
 import hashlib
 import queue
 import threading
@@ -40,6 +39,37 @@ class _Hashing:
         return True
 
 
+class _Gunzip:
+    """gzip (any number of members) straight through zlib: large input reads,
+    output bounded per call; truncation and corruption raise StreamError."""
+
+    def __init__(self, src, chunk: int = 1 << 20):
+        self.src, self.chunk = src, chunk
+        self.d = zlib.decompressobj(wbits=31)     # 16 + 15: gzip header and CRC checked
+        self.inp = b""
+
+    def read(self, n: int) -> bytes:
+        while True:
+            if self.d.eof:                         # member done: another, padding, or end
+                rest = self.d.unused_data or self.src.read(self.chunk)
+                while rest and not rest.strip(b"\0"):
+                    rest = self.src.read(self.chunk)
+                if not rest:
+                    return b""
+                self.d, self.inp = zlib.decompressobj(wbits=31), rest
+            if not self.inp:
+                self.inp = self.src.read(self.chunk)
+                if not self.inp:
+                    raise StreamError("gzip stream is truncated (compressed data ended early)")
+            try:
+                out = self.d.decompress(self.inp, n)
+            except zlib.error as e:
+                raise StreamError(f"gzip stream is corrupt ({e})") from None
+            self.inp = self.d.unconsumed_tail
+            if out:
+                return out
+
+
 class Block(NamedTuple):
     offset: int       # position of `data` in the decompressed stream
     first_line: int   # 0-based line number of its first line
@@ -64,22 +94,14 @@ class BlockReader:
         self._hash = hashlib.sha256()
         self._src = _Hashing(self._raw, self._hash)
         self.gzip = self._raw.peek(2)[:2] == b"\x1f\x8b"
-        self._stream = (gzip.GzipFile(fileobj=self._src, mode="rb") if self.gzip
-                        else self._src)
+        self._stream = _Gunzip(self._src) if self.gzip else self._src
         self.start, self.start_line = start, start_line
         self.unit_lines, self.block_bytes = unit_lines, block_bytes
         self.total = 0
         self.sha256 = None
 
     def _read(self, n: int) -> bytes:
-        try:
-            # read1: one decompression step, so the data before a truncation
-            # point arrives before the error does.
-            return self._stream.read1(n) if self.gzip else self._stream.read(n)
-        except EOFError:
-            raise StreamError("gzip stream is truncated (compressed data ended early)") from None
-        except (gzip.BadGzipFile, zlib.error, OSError) as e:
-            raise StreamError(f"gzip stream is corrupt ({e})") from None
+        return self._stream.read(n)
 
     def _more(self) -> bytes:
         """Next chunk; on a stream error, b"" now and the error after the
