@@ -1,10 +1,10 @@
 """Uncertainty by bootstrapping over runs.
 
-Each resample draws as many runs as there are, with replacement, and refits with the
-full procedure (grid of starts + polish). A resampled run counts with its multiplicity
-as a weight in the summed Huber objective, identical to duplicating the row. The
-full-data optimum is added as an extra start: it is cheap and usually in the right
-basin, while the grid still lets a resample find a different one.
+Each resample draws as many runs as there are, with replacement, and refits: the grid
+of variable-projection starts is recomputed on the resample, the full-data optimum is
+added as a start, and the best of them by starting objective is polished with L-BFGS-B
+(`FitOptions.n_polish_bootstrap`, default 1). A resampled run counts with its
+multiplicity as a weight in the summed Huber objective, identical to duplicating it.
 
 Intervals are percentile intervals of the refitted parameters (and of predictions, for
 any x, computed from each resample's parameters). With few runs the percentile
@@ -40,7 +40,7 @@ class Bootstrap:
 
 def run_bootstrap(problem: Problem, theta: np.ndarray, options: FitOptions,
                   names: tuple[str, ...], n_samples: int, seed: int,
-                  n_polish: int = 2) -> Bootstrap:
+                  n_polish: int | None = None) -> Bootstrap:
     """Refit on `n_samples` resamples of the points; deterministic given `seed`.
 
     A resample with fewer distinct resource values than parameters cannot determine
@@ -48,6 +48,7 @@ def run_bootstrap(problem: Problem, theta: np.ndarray, options: FitOptions,
     """
     if n_samples < 1:
         raise ValueError(f"bootstrap needs at least 1 sample, got {n_samples}")
+    n_polish = options.n_polish_bootstrap if n_polish is None else n_polish
     rng = np.random.default_rng(seed)
     n = len(problem.logy)
     # As many distinct resource values as parameters, like the full fit requires.

@@ -49,7 +49,7 @@ def write_report(path_or_df, out_dir, *, bootstrap: int = 200, seed: int = 0, ho
     Returns the fits.json content. Raises ValueError when no scheme can be fitted.
     """
     df, source, left_out = _load(path_or_df)
-    if not (isinstance(bootstrap, int) and bootstrap >= 0):
+    if isinstance(bootstrap, bool) or int(bootstrap) != bootstrap or bootstrap < 0:
         raise ValueError(f"bootstrap must be a count >= 0, got {bootstrap!r}")
     options = FitOptions(huber_delta=huber_delta)
     fit_kw = dict(bootstrap=bootstrap, seed=seed, level=level, options=options)
@@ -147,9 +147,10 @@ def _method(options, bootstrap, seed, level, holdout, axes, improvement) -> dict
                            f"{grid[-1]:g}; for each, alpha and gamma "
                            "by non-negative least squares on relative errors (scipy.optimize.nnls); "
                            f"the best {options.n_polish} starts polished (grid local minima first)"),
+        "bootstrap_refit": (f"grid recomputed on each resample plus the full-data optimum as a start; the best "
+                            f"{options.n_polish_bootstrap} by starting objective polished"),
         "bootstrap": {"samples": bootstrap, "seed": seed, "level": level,
-                      "method": "resample runs with replacement, refit from the grid plus the full-data "
-                                "optimum, percentile intervals"},
+                      "method": "resample runs with replacement, refit, percentile intervals"},
         "holdout": {"k": holdout, "rule": "refit without the k largest resource values; relative error "
                     "and whether each held-out run lies in the bootstrap interval of the extrapolated curve"},
         "flags": {"residual_pattern_p": PATTERN_P, "holdout_rms_factor": HOLDOUT_RMS_FACTOR,
@@ -420,7 +421,8 @@ def render_markdown(fits: dict) -> str:
           f"* **Optimiser**: {opt['name']}; ftol {opt['ftol']:g}, gtol {opt['gtol']:g}, maxiter {opt['maxiter']}; "
           f"{opt['objective_scaling']}; bounds {opt['bounds']}.",
           f"* **Initialisation**: {m['initialisation']}.",
-          f"* **Bootstrap**: {b['method']}; {b['samples']} resamples, seed {b['seed']}, level {b['level']:.0%}.",
+          f"* **Bootstrap**: {b['method']}; {b['samples']} resamples, seed {b['seed']}, level {b['level']:.0%}; "
+          f"refits: {m['bootstrap_refit']}.",
           f"* **Holdout**: k = {m['holdout']['k']}; {m['holdout']['rule']}.",
           f"* **Which points**: every finished run of each scheme (`status` done, finite `eval_ne`); for "
           f"{', '.join(m['envelope_schemes']['schemes'])}: {m['envelope_schemes']['rule']}. Runs used are listed "
