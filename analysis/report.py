@@ -171,13 +171,18 @@ def _method(options, bootstrap, seed, level, holdout, axes, improvement) -> dict
 
 
 def _counting() -> dict:
+    """How the axes were counted: the conventions of dlrm_jax/accounting.py, whose numbers
+    each run records in summary.json (the analysis takes them as recorded)."""
     return {
-        "params_total": "params_embedding + params_dense, as recorded in each run's summary.json",
-        "params_embedding": "embedding table entries (rows x dim, all tables), counted by the training code",
-        "params_dense": "bottom MLP + top MLP weights and biases, counted by the training code",
-        "train_flops": ("flops_per_example x training examples; flops_per_example is the training "
-                        "(forward + backward) count recorded by the training code"),
-        "train_examples": "examples seen in training (one pass unless the run says otherwise)",
+        "params_total": "params_embedding + params_dense",
+        "params_embedding": "sum over tables of rows x embedding dim (optimizer state not counted)",
+        "params_dense": "weights + biases of the bottom and top MLPs",
+        "flops_per_example": ("training FLOPs per example = 3 x forward (backward ~ 2 x forward, as Kaplan et al. "
+                              "2020 and Ardalani et al. 2022); forward = MLP matmuls (2 x fan_in x fan_out per "
+                              "layer) + the dot interaction (2 x (F+1)^2 x D); a multiply-add counts 2; "
+                              "embedding lookups are memory traffic, not FLOPs"),
+        "train_flops": "flops_per_example x train_examples",
+        "train_examples": "examples seen in training (one pass unless the run's config says otherwise)",
         "ne": "eval_ne: mean eval log loss / entropy of the eval set's background CTR (He et al. 2014)",
     }
 

@@ -128,6 +128,8 @@ def resource_for_target(fit: PowerLawFit, target: float, resource: str = "x") ->
     if not reachable:
         msg = (f"target {target:.4g} is at or below the fitted asymptote gamma = {g_txt}: "
                f"no amount of {resource} reaches it under this law")
+        if share:
+            msg += f" (though {share:.0%} of bootstrap refits put the asymptote below it)"
     elif est.hi is not None and not np.isfinite(est.hi):
         msg = (f"reaching {target:.4g} needs {resource} ~ {est.value:.3g}, but in "
                f"{1 - share:.0%} of bootstrap refits the asymptote is above the target, "
@@ -217,7 +219,7 @@ def fit_scheme(df: pd.DataFrame, scheme: str, axis: str | None = None, *, holdou
                                       who=f"{scheme} holdout", **fit_kw)
         except ValueError as e:
             out.holdout_skipped = str(e)
-    out.flags = fit_flags(f, bayes_ne=out.bayes_ne)
+    out.flags = fit_flags(f, bayes_ne=out.bayes_ne, label=axis)
     return out
 
 
@@ -274,7 +276,7 @@ def compare_schemes(df: pd.DataFrame, axes=COMMON_AXES, *, reuse: dict[str, Sche
                 "gamma": f.gamma,
                 "gamma_lo": ci.get("gamma", (None, None))[0], "gamma_hi": ci.get("gamma", (None, None))[1],
                 "gain_per_doubling": gain.value, "gain_lo": gain.lo, "gain_hi": gain.hi,
-                "flags": ",".join(fl.code for fl in fit_flags(f)),
+                "flags": ",".join(fl.code for fl in fit_flags(f, label=axis)),
             })
     return Comparison(pd.DataFrame(rows), fits)
 
@@ -301,4 +303,4 @@ def compute_frontier(df: pd.DataFrame, x: str = "train_flops", y: str = "eval_ne
         f = fit_power_law(front[x].to_numpy(float), front[y].to_numpy(float), **fit_kw)
     except ValueError as e:
         return Frontier(front, None, skipped=str(e))
-    return Frontier(front, f, fit_flags(f, bayes_ne=bayes))
+    return Frontier(front, f, fit_flags(f, bayes_ne=bayes, label=x))

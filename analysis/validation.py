@@ -139,12 +139,13 @@ class Flag:
 
 
 def fit_flags(fit, x: np.ndarray | None = None, bayes_ne: float | None = None,
-              asymptote: str | None = None) -> list[Flag]:
+              asymptote: str | None = None, label: str | None = None) -> list[Flag]:
     """Everything suspicious about a fit, most serious first.
 
     x: the resource to order residuals by (default: the fit's first resource);
     bayes_ne: Bayes-optimal NE of the evaluation data, if known; asymptote: name of the
-    parameter compared with it (default: the fit's constant).
+    parameter compared with it (default: the fit's constant); label: what to call a
+    one-term fit's resource in messages (e.g. "train_flops").
     """
     flags = []
     c = fit.convergence
@@ -163,7 +164,8 @@ def fit_flags(fit, x: np.ndarray | None = None, bayes_ne: float | None = None,
     for _, _, name in fit.terms:
         v = fit.data[name]
         if v.max() < MIN_SPAN * v.min():
-            flags.append(Flag("narrow_range", f"{name} spans only a factor {v.max() / v.min():.3g}: "
+            shown = label if label and len(fit.terms) == 1 else name
+            flags.append(Flag("narrow_range", f"{shown} spans only a factor {v.max() / v.min():.3g}: "
                               "too narrow to measure a power law (exponent and asymptote are guesses)"))
     p = residual_pattern_p(fit.log_residuals, resource)
     if p < PATTERN_P:
