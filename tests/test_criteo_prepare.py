@@ -163,40 +163,47 @@ def test_workers_and_threads_do_not_change_bytes(tmp_path):
 
 
 KILL_SCRIPT = """
-import os, signal, sys
+import json, os, signal, sys
 from dlrm_jax.data.criteo_prepare import PrepareOptions, prepare
 done = []
 def cb(rec):
     done.append(rec)
     if len(done) == 3:
         os.kill(os.getpid(), signal.SIGKILL)     # a real, uncatchable kill
-prepare(sys.argv[1:3], sys.argv[3], PrepareOptions(
-    split="random:0.6,0.2,0.2:5", rows_per_shard=50, hash_rows=(1000,) * 26), on_unit_done=cb)
+prepare(sys.argv[1:3], sys.argv[3], PrepareOptions(**json.loads(sys.argv[4])), on_unit_done=cb)
 """
 
 
-def test_killed_then_resumed_is_byte_identical(tmp_path):
+@pytest.mark.parametrize("categorical", [{"hash_rows": (1000,) * 26}, {"min_count": 2}])
+def test_killed_then_resumed_is_byte_identical(tmp_path, categorical):
     a, b = tmp_path / "a.tsv.gz", tmp_path / "b.tsv"
     write_source(a, 330, 21, gz=True)
     write_source(b, 170, 22)
-    opts = PrepareOptions(split="random:0.6,0.2,0.2:5", rows_per_shard=50,
-                          hash_rows=(1000,) * 26)
+    kw = dict(split="random:0.6,0.2,0.2:5", rows_per_shard=50, **categorical)
+    opts = PrepareOptions(**kw)
     prepare([a, b], tmp_path / "ref", opts)
 
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(a), str(b),
-                           str(tmp_path / "out")], env=env, capture_output=True)
+                           str(tmp_path / "out"), json.dumps(kw)], env=env, capture_output=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     state = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert state["status"] == "in_progress"
-    assert len(list((tmp_path / "out" / ".progress").glob("write-000-*.json"))) == 3
+    mode = "count" if "min_count" in categorical else "write"
+    assert len(list((tmp_path / "out" / ".progress").glob(f"{mode}-000-*.json"))) == 3
     # A write interrupted half-way leaves a temp file: it must not survive.
+    (tmp_path / "out" / "train").mkdir(exist_ok=True)
     (tmp_path / "out" / "train" / "shard-000-00003.dense.tmp.npy").write_bytes(b"junk")
 
     resumed = []
     prepare([a, b], tmp_path / "out", opts, on_unit_done=resumed.append)
-    assert [(r["source"], r["unit"]) for r in resumed] == \
-        [(0, 3), (0, 4), (0, 5), (0, 6), (1, 0), (1, 1), (1, 2), (1, 3)]
+    units = [(0, 3), (0, 4), (0, 5), (0, 6), (1, 0), (1, 1), (1, 2), (1, 3)]
+    everything = [(0, u) for u in range(7)] + [(1, u) for u in range(4)]
+    if "min_count" in categorical:        # killed in the vocabulary-counting pass
+        want = [("count", *u) for u in units] + [("write", *u) for u in everything]
+    else:
+        want = [("write", *u) for u in units]
+    assert [(r["pass"], r["source"], r["unit"]) for r in resumed] == want
     assert tree(tmp_path / "out") == tree(tmp_path / "ref")      # manifest included
 
     # Finished: a rerun is a no-op; other options are refused.
@@ -204,8 +211,7 @@ def test_killed_then_resumed_is_byte_identical(tmp_path):
     assert prepare([a, b], tmp_path / "out", opts)["status"] == "complete"
     assert tree(tmp_path / "out") == before
     with pytest.raises(UserError, match="other options .*rows_per_shard"):
-        prepare([a, b], tmp_path / "out", PrepareOptions(
-            split="random:0.6,0.2,0.2:5", rows_per_shard=60, hash_rows=(1000,) * 26))
+        prepare([a, b], tmp_path / "out", PrepareOptions(**dict(kw, rows_per_shard=60)))
 
 
 def run_cli(capsys, *args):
@@ -229,10 +235,11 @@ def test_bad_row_stops_with_file_line(tmp_path, capsys, line_no, text, what):
     assert not (tmp_path / "o").exists()                    # nothing half-written
 
 
-def test_empty_file_and_truncated_gzip(tmp_path, capsys):
+@pytest.mark.parametrize("split", ["none", "kaggle-dlrm"])   # kaggle-dlrm counts lines first
+def test_empty_file_and_truncated_gzip(tmp_path, capsys, split):
     (tmp_path / "empty.tsv").write_bytes(b"")
     rc, err = run_cli(capsys, "--src", tmp_path / "empty.tsv", "--out", tmp_path / "o",
-                      "--on-bad-row", "skip")
+                      "--on-bad-row", "skip", "--split", split)
     assert rc == 2 and err == f"{tmp_path / 'empty.tsv'}:1: file is empty (no rows)\n"
     assert not (tmp_path / "o").exists()
 
@@ -242,7 +249,7 @@ def test_empty_file_and_truncated_gzip(tmp_path, capsys):
     (tmp_path / "t.gz").write_bytes(cut)
     prefix = zlib.decompressobj(wbits=31).decompress(cut)
     rc, err = run_cli(capsys, "--src", tmp_path / "t.gz", "--out", tmp_path / "o",
-                      "--on-bad-row", "skip", "--rows-per-shard", 1000)
+                      "--on-bad-row", "skip", "--rows-per-shard", 1000, "--split", split)
     line_no = prefix.count(b"\n") + 1           # the line the data ends in
     assert rc == 2 and err.count("\n") == 1
     assert err.startswith(f"{tmp_path / 't.gz'}:{line_no}: gzip stream is truncated")
@@ -283,3 +290,14 @@ def test_output_dir_and_cli_errors(tmp_path, capsys):
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "o").exists()
     assert main(["--help"]) == 0
+
+
+def test_project_cli_dispatches_to_prepare(tmp_path, capsys):
+    from dlrm_jax.cli import main as cli_main
+    write_source(tmp_path / "a.tsv", 30, 31)
+    assert cli_main(["data", "criteo-prepare", "--src", str(tmp_path / "a.tsv"),
+                     "--out", str(tmp_path / "o"), "--split", "head:20", "--quiet"]) == 0
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["rows"] == 30
+    assert cli_main(["data", "criteo-prepare", "--src", str(tmp_path / "nope"),
+                     "--out", str(tmp_path / "p")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

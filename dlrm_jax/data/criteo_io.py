@@ -226,15 +226,19 @@ def parallel_map(fn: Callable, items: Iterable, threads: int) -> Iterator[tuple]
 
 
 def count_lines(path) -> int:
-    """Physical lines (a last line without a newline counts)."""
+    """Physical lines (a last line without a newline counts).  A StreamError
+    carries `line`, the line the stream broke in."""
     r = BlockReader(path, block_bytes=1 << 20)
+    n, last = 0, b"\n"
     try:
-        n, last = 0, b"\n"
         while True:
             data = r._read(r.block_bytes)
             if not data:
                 return n + (last != b"\n")
             n += data.count(b"\n")
             last = data[-1:]
+    except StreamError as e:
+        e.line = n + 1
+        raise
     finally:
         r.close()

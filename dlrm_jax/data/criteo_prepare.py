@@ -64,7 +64,6 @@ class PrepareOptions:
         d["hash_rows"] = None if self.min_count else list(self.hash_rows)
         return d
 
-
     def check(self) -> None:
         if len(self.hash_rows) != cf.NUM_SPARSE or not all(
                 2 <= r <= 2 ** 31 - 1 for r in self.hash_rows):
@@ -232,7 +231,8 @@ class _SourcePass:
 
     def _finish(self, lines: int, end_offset: int) -> None:
         t, name = self.t, f"{self.t.index:03d}-{self.unit:05d}"
-        rec = {"source": t.index, "unit": self.unit, "first_line": self.unit * self.R,
+        rec = {"pass": t.mode, "source": t.index, "unit": self.unit,
+               "first_line": self.unit * self.R,
                "lines": lines, "end_offset": end_offset, "bad_rows": self.bad,
                "bad_examples": self.examples}
         if t.mode == "write":
@@ -352,7 +352,8 @@ def prepare(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
 
     `workers` processes work on different sources; each runs `threads` parse
     threads (default: the CPUs shared out).  `on_unit_done(record)` is called
-    after each finished unit (per source when workers > 1).
+    after each finished unit of either pass (record["pass"] is "count" or
+    "write"; per source when workers > 1).
     """
     log = log or (lambda msg: None)
     opts.check()
@@ -379,15 +380,18 @@ def prepare(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
                 try:
                     counts[str(i)] = count_lines(paths[i])
                 except StreamError as e:
-                    raise UserError(f"{displays[i]}: {e}") from None
+                    raise UserError(f"{displays[i]}:{e.line}: {e}") from None
+                if counts[str(i)] == 0:
+                    raise UserError(f"{displays[i]}:1: file is empty (no rows)")
                 write_json(out / "manifest.json", state)
         plan = spec.bind(paths, [counts.get(str(i)) for i in range(len(paths))])
         counted = opts.counted_split(plan.names)
         run = dict(out=out, paths=paths, displays=displays, opts=opts, plan=plan,
                    workers=workers, threads=threads, log=log)
+        counted_sources = {}
         if opts.min_count:
             if not (out / "vocab" / "done").exists():
-                _run_pass("count", on_unit_done=None, **run)
+                counted_sources = _run_pass("count", on_unit_done=on_unit_done, **run)
                 vocab = Vocab.build(merge_counts(sorted((out / PROGRESS).glob("count-*.npz"))),
                                     opts.min_count)
                 vocab.save(out / "vocab")
@@ -400,6 +404,10 @@ def prepare(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
             if results[int(i)]["lines"] != c:
                 raise UserError(f"{displays[int(i)]}: {c} lines when counted, "
                                 f"{results[int(i)]['lines']} when read: did it change?")
+        for i, r in counted_sources.items():
+            if r["sha256"] != results[i]["sha256"]:
+                raise UserError(f"{displays[i]}: changed between the vocabulary and the "
+                                "write pass (sha256 differs)")
         manifest = manifest_io.build(opts, plan, infos, results, _records(out, "write"),
                                      table_sizes, counted)
         write_json(out / "manifest.json", manifest)

@@ -14,7 +14,8 @@ time).  W = 0 reads in stored order; W >= N shuffles the whole split.
 
 Multi-host: each host reads only its contiguous slice of every global batch.
 A background thread keeps `prefetch` batches ready.  Shapes: dense float32
-[B, 13], sparse int32 [B, 26], labels float32 [B].
+[B, 13], sparse int32 [B, 26], labels float32 [B].  Batches may be read-only
+views of the memory-mapped shards (copy before writing into them).
 """
 from __future__ import annotations
 
@@ -61,9 +62,10 @@ class _Split:
             parts.append((s["dense"][a:b], s["sparse"][a:b], s["labels"][a:b]))
             lo += b - a
             i += 1
-        if len(parts) == 1:
+        if len(parts) == 1:     # within one shard: read-only views of the mapping, no copy
             d, s, y = parts[0]
-            return Batch(d.astype(np.float32), np.array(s), y.astype(np.float32))
+            return Batch(np.asarray(d if d.dtype == np.float32 else d.astype(np.float32)),
+                         np.asarray(s), y.astype(np.float32))
         return Batch(np.concatenate([p[0] for p in parts]).astype(np.float32, copy=False),
                      np.concatenate([p[1] for p in parts]),
                      np.concatenate([p[2] for p in parts]).astype(np.float32))

@@ -31,9 +31,9 @@ import numpy as np
 from ..errors import UserError
 from . import criteo_format as cf
 from .criteo_io import BlockReader, StreamError, count_lines
+from .criteo_prepare import DEFAULT_HASH_ROWS
 from .criteo_splits import day_of, parse_split
 
-DEFAULT_HASH_ROWS = 10_000_000
 CONFIGS = {"kaggle": ("kaggle-dlrm", ("train.txt", "train.txt.gz")),
            "terabyte": ("terabyte", tuple(f"day_{d}" for d in range(24)))}
 
