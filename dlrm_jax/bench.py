@@ -5,6 +5,10 @@ data source is not measured): compile and warm up, then `repeats` timings of
 `steps` steps each, reporting the median.  With `dense_embedding=True` the same
 process also times the dense-gradient baseline (tables as optax params, the
 full-table gradient and update every step) for comparison.
+
+The step runs on the mesh and embedding placement the config names
+(`mesh.*`, `embedding.sharding`), and the result carries the compiled step's
+per-device memory (XLA's memory analysis: arguments, outputs, temporaries).
 """
 from __future__ import annotations
 
@@ -15,8 +19,8 @@ import jax
 import numpy as np
 import optax
 
-from dlrm_jax import accounting, config as config_lib, embedding as emb_lib, model as model_lib
-from dlrm_jax import step as step_lib
+from dlrm_jax import accounting, config as config_lib, distributed, embedding as emb_lib, model as model_lib
+from dlrm_jax import sharding, step as step_lib
 from dlrm_jax.data import make_source
 from dlrm_jax.errors import UserError
 
@@ -32,17 +36,21 @@ def bench(cfg: config_lib.Config, batch_size: int | None = None, steps: int = 20
                              "train.examples": max(cfg.train.examples, batch_size)})
     if steps <= 0 or repeats <= 0:
         raise UserError("--steps and --repeats must be positive")
+    distributed.initialize(cfg.distributed)
     b = cfg.train.batch_size
     source = make_source(cfg)
-    batches = [next(source.train_batches(b, i * b, (i + 1) * b)) for i in range(NUM_DISTINCT_BATCHES)]
-    batches = [tuple(jax.device_put(x) for x in batch) for batch in batches]
+    host_batches = [next(source.train_batches(b, i * b, (i + 1) * b, jax.process_index(), jax.process_count()))
+                    for i in range(NUM_DISTINCT_BATCHES)]
     model = model_lib.from_config(cfg.model)
     layout = emb_lib.layout_for(source.table_sizes, cfg.model.embed_dim)
     tx = step_lib.dense_optimizer(cfg.train)
     acct = accounting.account(cfg.model, layout.rows, cfg.embedding.optimizer)
 
-    state = jax.jit(lambda k: step_lib.init_state(k, model, tx, layout, cfg.embedding))(jax.random.PRNGKey(0))
-    step = jax.jit(step_lib.make_train_step(model, tx, layout, cfg.embedding), donate_argnums=0)
+    par = sharding.parallelize(cfg, model, tx, layout)
+    batches = [tuple(jax.device_put(x) for x in par.put_batch(batch)) for batch in host_batches]
+    state = par.init(0)
+    step = par.train_step.lower(state, *batches[0]).compile()
+    memory = memory_per_device(step)
     sparse_rate, state = _time(step, state, batches, steps, repeats)
     result = {
         "examples_per_s": sparse_rate,
@@ -54,17 +62,44 @@ def bench(cfg: config_lib.Config, batch_size: int | None = None, steps: int = 20
         "params_dense": acct.params_dense,
         "flops_per_example": acct.flops_per_example,
         "achieved_tflops": sparse_rate * acct.flops_per_example / 1e12,
-        "devices": jax.device_count(),
+        "devices": par.devices,
+        "mesh": dict(par.mesh.shape) if par.mesh is not None else {"data": 1, "model": 1},
+        "embedding_sharding": par.placement.kind if par.placement is not None else "single-device",
+        "table_groups": _groups(par),
+        "memory_per_device": memory,
         "platform": jax.devices()[0].platform,
         "device_kind": jax.devices()[0].device_kind,
         "jax_version": jax.__version__,
         "steps": steps, "repeats": repeats,
     }
     del state
-    if dense_embedding:
-        result["dense_embedding_examples_per_s"] = _bench_dense_embedding(cfg, model, tx, layout, batches,
+    if dense_embedding:  # on one device: the baseline the sparse path replaces
+        single = [tuple(jax.device_put(x) for x in batch) for batch in host_batches]
+        result["dense_embedding_examples_per_s"] = _bench_dense_embedding(cfg, model, tx, layout, single,
                                                                          steps, repeats)
     return result
+
+
+def memory_per_device(compiled) -> dict:
+    """XLA's memory analysis of a compiled step, bytes per device.
+
+    peak ~ arguments + outputs + temporaries - aliased (donated) buffers.
+    """
+    m = compiled.memory_analysis()
+    if m is None:  # some backends give none
+        return {}
+    out = {k: int(getattr(m, f"{k}_size_in_bytes")) for k in
+           ("argument", "output", "temp", "alias", "generated_code")}
+    out["peak"] = out["argument"] + out["output"] + out["temp"] - out["alias"]
+    return out
+
+
+def _groups(par) -> list[dict]:
+    """Each table group: features, rows (padding included), devices it is split over, rows per device."""
+    if par.placement is None:
+        return []
+    return [{"features": len(g.features), "rows": g.rows, "shards": g.shards, "rows_per_device": g.shard_rows}
+            for g in par.placement.groups]
 
 
 def _time(step, state, batches, steps: int, repeats: int) -> tuple[float, object]:
@@ -113,7 +148,17 @@ def format_result(r: dict) -> str:
              f"{r['embed_dim']}, {r['embedding_optimizer']}, {r['devices']} x {r['device_kind']}, "
              f"jax {r['jax_version']}; median of {r['repeats']} x {r['steps']} steps)",
              f"  {r['achieved_tflops']:.3f} TFLOP/s of model FLOPs ({r['flops_per_example']:,} per example)"]
+    mem = r.get("memory_per_device") or {}
+    if mem:
+        mesh = r.get("mesh", {})
+        lines.append(f"  per device ({r.get('embedding_sharding')} on mesh data={mesh.get('data')} x "
+                     f"model={mesh.get('model')}): arguments {_mib(mem['argument'])}, outputs "
+                     f"{_mib(mem['output'])}, temporaries {_mib(mem['temp'])}, peak ~{_mib(mem['peak'])}")
     if "dense_embedding_examples_per_s" in r:
         d = r["dense_embedding_examples_per_s"]
         lines.append(f"  dense-gradient baseline: {d:,.0f} examples/s (sparse is {r['examples_per_s'] / d:.2f}x)")
     return "\n".join(lines)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2 ** 20:,.1f} MiB"

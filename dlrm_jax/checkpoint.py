@@ -4,6 +4,13 @@ Saves are synchronous: a step's checkpoint is complete (Orbax finalises it with
 a rename) before training goes on, so a run killed at any moment resumes from
 its newest complete checkpoint.  Restoring takes an abstract state whose leaves
 carry shardings, so a checkpoint restores onto any mesh.
+
+Each checkpoint records its embedding layout (`placement.Placement.describe`):
+the groups, their features and row offsets.  A sharded group's rows are padded
+to a multiple of its shards, so the same tables on another mesh may differ
+only in zero padding rows at the end; those are added or dropped on restore.
+A layout whose tables sit elsewhere (table placement over another number of
+devices) is refused with a clear message rather than restored wrongly.
 """
 from __future__ import annotations
 
@@ -11,6 +18,11 @@ from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
+
+from dlrm_jax import placement
+from dlrm_jax.errors import UserError
+
+LAYOUT_KEY = "embedding_layout"
 
 
 class Checkpointer:
@@ -22,14 +34,33 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state) -> None:
-        self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    def save(self, step: int, state, layout: dict | None = None) -> None:
+        """`layout`: the state's embedding layout (`Parallel.layout`), kept with the checkpoint."""
+        self._manager.save(step, args=ocp.args.StandardSave(state), force=True,
+                           custom_metadata={LAYOUT_KEY: layout} if layout is not None else None)
         self._manager.wait_until_finished()
 
-    def restore(self, step: int, like):
-        """Restore `step` into the structure, dtypes and shardings of `like` (arrays or ShapeDtypeStructs)."""
+    def saved_layout(self, step: int) -> dict | None:
+        custom = self._manager.metadata(step).custom_metadata or {}
+        return custom.get(LAYOUT_KEY)
+
+    def restore(self, step: int, like, layout: dict | None = None):
+        """Restore `step` into the structure, dtypes and shardings of `like` (arrays or ShapeDtypeStructs).
+
+        With `layout` (the embedding layout of `like`), a checkpoint saved on
+        another mesh restores too: see the module docstring.
+        """
         abstract = jax.tree.map(_abstract, like)
-        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        saved = self.saved_layout(step) if layout is not None else None
+        strict = True
+        if saved is not None:
+            why = placement.restorable(saved, layout)
+            if why is not None:
+                raise UserError(f"checkpoint {step} in {self._manager.directory}: {why}; resume with "
+                                f"the embedding.sharding and mesh.model it was saved with")
+            # Only trailing padding rows may differ (zero, never read), so pad or drop them.
+            strict = [g["rows"] for g in saved["groups"]] == [g["rows"] for g in layout["groups"]]
+        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract, strict=strict))
 
     def close(self) -> None:
         self._manager.close()

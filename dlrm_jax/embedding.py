@@ -69,14 +69,16 @@ def init_embedding(key: jax.Array, layout: EmbeddingLayout, optimizer: str,
     Feature f's rows are drawn from fold_in(key, f), so a table's values do not
     depend on how tables are grouped or placed.
     """
-    parts = []
-    for f, rows in enumerate(layout.rows):
-        scale = init_scale if init_scale > 0 else 1.0 / np.sqrt(rows)
-        parts.append(jax.random.uniform(jax.random.fold_in(key, f), (rows, layout.dim), jnp.float32,
-                                        -scale, scale))
-    table = jnp.concatenate(parts, axis=0)
+    table = jnp.concatenate([init_feature_rows(key, f, rows, layout.dim, init_scale)
+                             for f, rows in enumerate(layout.rows)], axis=0)
     accum = jnp.full(accum_shape(optimizer, layout.total_rows, layout.dim), initial_accumulator, jnp.float32)
     return EmbeddingState(table=table, accum=accum)
+
+
+def init_feature_rows(key: jax.Array, feature: int, rows: int, dim: int, init_scale: float = 0.0) -> jax.Array:
+    """Feature `feature`'s initial table [rows, D]; placements (dlrm_jax/placement.py) reuse it."""
+    scale = init_scale if init_scale > 0 else 1.0 / np.sqrt(rows)
+    return jax.random.uniform(jax.random.fold_in(key, feature), (rows, dim), jnp.float32, -scale, scale)
 
 
 def lookup(table: jax.Array, ids: jax.Array) -> jax.Array:

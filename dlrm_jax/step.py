@@ -42,10 +42,12 @@ def dense_optimizer(train_cfg) -> optax.GradientTransformation:
 
 
 def init_state(key: jax.Array, model, tx: optax.GradientTransformation, layout: emb_lib.EmbeddingLayout,
-               emb_cfg) -> TrainState:
+               emb_cfg, init_embedding: Callable = emb_lib.init_embedding) -> TrainState:
+    """`init_embedding(key, layout, optimizer, init_scale, initial_accumulator)` builds the tables;
+    a placement (dlrm_jax/placement.py) passes its own to lay them out in groups."""
     k_dense, k_emb = jax.random.split(key)
     params = model.init(k_dense, jnp.zeros((1, NUM_DENSE)), jnp.zeros((1, NUM_SPARSE, layout.dim)))["params"]
-    emb = emb_lib.init_embedding(k_emb, layout, emb_cfg.optimizer, emb_cfg.init_scale, emb_cfg.initial_accumulator)
+    emb = init_embedding(k_emb, layout, emb_cfg.optimizer, emb_cfg.init_scale, emb_cfg.initial_accumulator)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), emb=emb)
 
 

@@ -80,7 +80,7 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     log = (lambda *a: print(*a, file=sys.stderr)) if verbose else (lambda *a: None)
 
     # ---------------------------------------------------------------- run directory
-    _claim_run_dir(run_dir, cfg)
+    _claim_run_dir(run_dir, cfg, primary=jax.process_index() == 0)
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
         summary = read_json(summary_path)
@@ -204,8 +204,11 @@ def evaluate_logits(predict, state, eval_set, batch_size: int, multiple: int = 1
     return metrics_lib.evaluate_logits(np.concatenate(logits), eval_set.labels)
 
 
-def _claim_run_dir(run_dir: Path, cfg: config_lib.Config) -> None:
-    """Create the run dir with config.json, or check an existing one holds the same config."""
+def _claim_run_dir(run_dir: Path, cfg: config_lib.Config, primary: bool = True) -> None:
+    """Create the run dir with config.json, or check an existing one holds the same config.
+
+    With several processes only the primary one writes (the others check what is there).
+    """
     cfg_path = run_dir / "config.json"
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} exists and is not a directory")
@@ -218,6 +221,8 @@ def _claim_run_dir(run_dir: Path, cfg: config_lib.Config) -> None:
                 if _flat(existing.to_dict()).get(k) != v and not k.startswith(PLACEMENT_KEYS)]
         if diff:
             raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff)}); use a new --out")
+        return
+    if not primary:
         return
     if run_dir.exists() and any(p.name not in (".gitkeep", "train.log") for p in run_dir.iterdir()):
         raise UserError(f"--out {run_dir} is not empty and holds no config.json; use a new directory")
