@@ -15,6 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+from analysis.fitting import bounds
+
 # Thresholds, in one place so the report can quote them.
 PATTERN_P = 0.05               # residuals smoother along x than chance at this level
 HOLDOUT_RMS_FACTOR = 3.0       # held-out error is big beyond 3x the in-sample RMS residual,
@@ -160,6 +162,19 @@ def fit_flags(fit, x: np.ndarray | None = None, bayes_ne: float | None = None,
                         "rather than the power-law regime",
                "E": "the irreducible term collapsed to ~0"}.get(name, "the data do not pin it down")
         flags.append(Flag("at_bound", f"{name} is at a bound of the search range: {why}"))
+    if fit.bootstrap is not None:
+        # A parameter that many refits push onto a bound has an open-ended interval. A
+        # coefficient counts as on its lower bound once its term is below 1e-6 of the
+        # typical y (normalised log < log 1e-6): the term has vanished either way.
+        th = fit.bootstrap.thetas
+        k = len(fit.terms)
+        for i, (name, (lo, hi)) in enumerate(zip(fit.theta_names(), bounds(k, fit.options))):
+            is_coef = i < k or i == 2 * k
+            floor = max(lo + 1e-6 * (1 + abs(lo)), np.log(1e-6)) if is_coef else lo + 1e-6 * (1 + abs(lo))
+            share = float(np.mean((th[:, i] <= floor) | (th[:, i] >= hi - 1e-6 * (1 + abs(hi)))))
+            if share > (1 - fit.level) / 2 and name not in c.at_bound:
+                flags.append(Flag("open_interval", f"{share:.0%} of bootstrap refits put {name} on a bound of the "
+                                  "search range: its interval is open-ended, the runs do not determine it"))
     resource = x if x is not None else fit.data[fit.terms[0][2]]
     for _, _, name in fit.terms:
         v = fit.data[name]
