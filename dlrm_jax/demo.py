@@ -19,7 +19,7 @@ PRESET = "small"
 # from this base (see each sweeps/*.py).
 SWEEPS = {
     "data": ["train.examples=2**19"],          # 2^14 .. 2^19 examples
-    "embedding_dim": ["train.examples=2**18"],  # D = 4 .. 32
+    "embedding_dim": ["train.examples=2**18"],  # D = 4 .. 64
     "top_mlp": ["train.examples=2**18"],        # top widths x 1/4 .. x 4
     "compute": ["train.examples=2**18"],        # 3 top-MLP widths x 2^15 .. 2^18 examples
 }

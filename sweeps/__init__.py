@@ -1,9 +1,9 @@
 """Sweep definitions: one module per study, each with `points(base_config)`.
 
-A sweep module says what it tests and how to run it (its docstring), names its
-scaling-law x axis (`RESOURCE`), and returns the points as dicts of dotted config
-keys, derived from the base config so the same sweep runs small on a CPU or on
-Criteo 1TB on a TPU pod.  `load_sweep` takes a name (`data`) or a file path.
+A sweep module says what it tests and how to run it (its docstring) and returns
+the points as dicts of dotted config keys, derived from the base config so the same sweep runs small on a CPU or on
+Criteo 1TB on a TPU pod.  `load_sweep` takes a name (`data`) or a file path.  The x axis each scheme is fitted
+against lives in one table, `analysis.results.RESOURCE_AXES`.
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ NAMES = ("data", "embedding_dim", "embedding_rows", "top_mlp", "bottom_mlp", "al
 class Sweep:
     name: str
     description: str
-    resource: str
     points: Callable[[Any], list[dict[str, Any]]]
 
 
@@ -46,4 +45,4 @@ def load_sweep(name_or_file: str) -> Sweep:
     if not callable(getattr(module, "points", None)):
         raise UserError(f"sweep {name_or_file}: defines no points(base_config) function")
     return Sweep(name=name, description=(module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else "",
-                 resource=getattr(module, "RESOURCE", "params"), points=module.points)
+                 points=module.points)

@@ -3,7 +3,6 @@
 The paper's "MLP + embedding" scaling.  Points: factors 1/4, 1/2, 1, 2, 4 of the base.
 Run:  dlrm-scaling sweep all --preset small --out runs/sweeps/all
 """
-RESOURCE = "params"
 
 
 def points(base):

@@ -3,7 +3,6 @@
 Points: every bottom-MLP hidden width x 1/4 to x 4 of the base (its output stays D).
 Run:  dlrm-scaling sweep bottom_mlp --preset small --out runs/sweeps/bottom_mlp
 """
-RESOURCE = "params"
 
 
 def points(base):

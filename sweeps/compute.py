@@ -5,7 +5,6 @@ envelope of NE over training FLOPs is the compute-efficient frontier.  Points: t
 widths x 1/2, 1, 2 of the base and examples base / 8 to base (doubling).
 Run:  dlrm-scaling sweep compute --preset small --out runs/sweeps/compute
 """
-RESOURCE = "train_flops"
 
 
 def points(base):

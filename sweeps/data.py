@@ -4,7 +4,6 @@ Points: the base's `train.examples` and five halvings below it (6 points, one pa
 each).  Examples are nested prefixes of one stream, like the paper's subsets.
 Run:  dlrm-scaling sweep data --preset small --out runs/sweeps/data
 """
-RESOURCE = "train_examples"
 
 
 def points(base):

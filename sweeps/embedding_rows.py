@@ -4,7 +4,6 @@ Ids beyond a table's rows are hashed (mod) into it, so fewer rows means more
 collisions.  Points: a row cap per table from 1/64 to 1x of the largest cardinality.
 Run:  dlrm-scaling sweep embedding_rows --preset small --out runs/sweeps/embedding_rows
 """
-RESOURCE = "params"
 
 
 def points(base):

@@ -3,7 +3,6 @@
 Points: every top-MLP layer's width x 1/4, 1/2, 1, 2, 4 of the base, depth fixed.
 Run:  dlrm-scaling sweep top_mlp --preset small --out runs/sweeps/top_mlp
 """
-RESOURCE = "params"
 
 
 def points(base):

@@ -67,7 +67,6 @@ def test_run_killed_at_several_points_resumes_to_the_uninterrupted_result(tmp_pa
 
 POINTS_FILE = '''
 """A 3-point test sweep."""
-RESOURCE = "train_examples"
 def points(base):
     return [{"train.examples": n} for n in (1024, 2048, 4096)]
 '''
