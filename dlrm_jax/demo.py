@@ -25,17 +25,18 @@ SWEEPS = {
 }
 
 
-def demo(out: str | Path, workers: int = 1, log=print) -> int:
+def demo(out: str | Path, workers: int = 1, log=print, preset: str = PRESET,
+         sweeps: dict[str, list[str]] | None = None, bootstrap: int = 200) -> int:
     out = Path(out)
     t0 = time.time()
     failed = 0
-    for name, overrides in SWEEPS.items():
-        rows = run_sweep(name, out / name, PRESET, overrides, workers=workers, log=log)
+    for name, overrides in (SWEEPS if sweeps is None else sweeps).items():
+        rows = run_sweep(name, out / name, preset, overrides, workers=workers, log=log)
         failed += sum(r["status"] != "done" for r in rows)
     log(f"training finished in {time.time() - t0:.0f} s; fitting scaling laws ...")
 
     from analysis.report import summary_text, write_report
-    fits = write_report(out, out / "report")
+    fits = write_report(out, out / "report", bootstrap=bootstrap)
     log("")
     log(summary_text(fits))
     log(f"\ndemo finished in {time.time() - t0:.0f} s; report: {out / 'report' / 'report.md'}")
