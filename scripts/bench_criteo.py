@@ -9,7 +9,8 @@ Generates a Criteo-format file (plain and gzipped; Criteo-like value lengths,
     with default dtypes and with the categorical columns read as str;
   * criteo-prepare (parse, validate, transform, hash, write shards + manifest,
     `kaggle-dlrm` split, so including its line-counting pass), 1 thread and
-    the default thread count, on the plain and the gzipped file;
+    the default thread count, on the plain and the gzipped file (and once with
+    `--split none`, which reads a gzipped file only once);
   * the CriteoSource read rate (examples/s) at batch 65,536, in stored order
     and shuffled within windows of 2^16, 2^18 and 2^20 rows (2^20 > the
     857,143 training rows of the 1M-row file: the whole split at once).
@@ -65,11 +66,11 @@ def main(argv=None) -> int:
     n = a.rows
     cats_as_str = {c: str for c in range(1 + cf.NUM_DENSE, cf.NUM_FIELDS)}
 
-    def prep(src, threads):
+    def prep(src, threads, split="kaggle-dlrm"):
         def run():
             out = work / "out"
             shutil.rmtree(out, ignore_errors=True)
-            prepare([src], out, PrepareOptions(split="kaggle-dlrm"), threads=threads)
+            prepare([src], out, PrepareOptions(split=split), threads=threads)
         return run
 
     default_threads = max(1, min(4, os.cpu_count() or 1))
@@ -83,6 +84,8 @@ def main(argv=None) -> int:
         ("pandas.read_csv, default dtypes (gzip)",
          lambda: pd.read_csv(packed, sep="\t", header=None)),
         (f"criteo-prepare, {default_threads} threads (gzip)", prep(packed, default_threads)),
+        (f"criteo-prepare, {default_threads} threads (gzip, --split none: no line count)",
+         prep(packed, default_threads, "none")),
     ]
     results = {name: [] for name, _ in cases}
     for _ in range(a.repeats):                         # interleaved rounds

@@ -36,5 +36,5 @@ def test_bench_runs_small(capsys, tmp_path):
     assert bench.main(["--rows", "3000", "--repeats", "1", "--read-examples", "70000",
                        "--workdir", str(tmp_path), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["rows"] == 3000 and len(r["prepare"]) == 6 and len(r["read"]) == 4
+    assert r["rows"] == 3000 and len(r["prepare"]) == 7 and len(r["read"]) == 4
     assert all(x["rows_per_s"] > 0 for x in r["prepare"])
