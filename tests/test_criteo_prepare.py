@@ -287,6 +287,11 @@ def test_output_dir_and_cli_errors(tmp_path, capsys):
     ]:
         rc, err = run_cli(capsys, *args)
         assert rc == 2 and err.count("\n") == 1 and msg in err, err
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o500)
+    if not os.access(tmp_path / "ro", os.W_OK):           # (root may write anyway)
+        rc, err = run_cli(capsys, "--src", tmp_path / "a.tsv", "--out", tmp_path / "ro" / "o")
+        assert rc == 2 and err.count("\n") == 1 and "Permission denied" in err
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "o").exists()
     assert main(["--help"]) == 0

@@ -30,7 +30,7 @@ _VOCAB_RULE = ("id 0 = missing, 1 = rare (count < min_count in the counted split
 
 def write_json(path: Path, obj) -> None:
     """Atomically (temp file + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, path)
 

@@ -17,9 +17,12 @@ units, so a killed run resumes and ends byte-identical to an uninterrupted
 one; the records fold into manifest.json at the end.  Shards depend only on
 the lines of their unit, never on worker or thread counts.
 
-Bad input (`FILE:LINE: what`) stops the run by default and leaves no partial
-output; `--on-bad-row skip` drops bad rows and counts them per reason.
-Empty files and truncated/corrupt gzip are always errors.
+Bad input (`FILE:LINE: what`) stops the run by default (exit 2); a fresh run
+then removes everything it wrote, a resumed one keeps its finished units and
+only drops temp files.  `--on-bad-row skip` drops bad rows and counts them per
+reason in the manifest.  Empty files and truncated/corrupt gzip always stop.
+Temp files carry the writer's pid, and workers stop when their main process
+is gone, so a killed `--workers N` run cannot race its rerun.
 """
 from __future__ import annotations
 
@@ -92,7 +95,7 @@ class PrepareOptions:
 # ---------------------------------------------------------------------------
 def _save_npy(path: Path, pieces: list[np.ndarray]) -> None:
     """np.save of the concatenation, written piece by piece; temp + rename."""
-    tmp = path.with_name(path.name.replace(".npy", ".tmp.npy"))
+    tmp = path.with_name(path.name.replace(".npy", f".tmp{os.getpid()}.npy"))
     shape = (sum(p.shape[0] for p in pieces),) + pieces[0].shape[1:]
     with open(tmp, "wb") as f:
         np.lib.format.write_array_header_1_0(f, {
@@ -230,6 +233,9 @@ class _SourcePass:
                 raise RuntimeError(f"{where}: the fast and reference parsers disagree")
 
     def _finish(self, lines: int, end_offset: int) -> None:
+        parent = multiprocessing.parent_process()
+        if parent is not None and not parent.is_alive():
+            raise SystemExit("criteo-prepare worker: the main process is gone")  # killed run
         t, name = self.t, f"{self.t.index:03d}-{self.unit:05d}"
         rec = {"pass": t.mode, "source": t.index, "unit": self.unit,
                "first_line": self.unit * self.R,
@@ -465,7 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dense-transform", default="log1p", choices=cf.DENSE_TRANSFORMS)
     ap.add_argument("--dense-dtype", default="float32", choices=("float32", "float16"))
     ap.add_argument("--rows-per-shard", type=int, default=1_000_000, metavar="N",
-                    help="input lines per shard (the resume granularity)")
+                    help="input lines per shard: the resume granularity; memory per "
+                         "worker is about 200 bytes x N")
     ap.add_argument("--on-bad-row", default="error", choices=("error", "skip"))
     ap.add_argument("--workers", type=int, default=1, help="processes over source files")
     ap.add_argument("--threads", type=int, default=None, help="parse threads per worker")
@@ -485,6 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except UserError as e:
         print(str(e), file=sys.stderr)
+        return 2
+    except OSError as e:                  # unwritable --out, disk full, ...
+        print(f"dlrm-scaling data criteo-prepare: {e}", file=sys.stderr)
         return 2
     except SystemExit as e:               # --help
         return int(e.code or 0)

@@ -44,7 +44,7 @@ def count_unit(path: Path, piece: CountPiece | None) -> None:
     for j in range(NUM_SPARSE):
         v, c = np.unique(cats[~miss[:, j], j], return_counts=True)
         arrays[f"v{j}"], arrays[f"c{j}"] = v.astype(np.uint32), c.astype(np.uint64)
-    tmp = path.with_name(path.name + ".tmp.npz")
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
 
@@ -110,7 +110,7 @@ class Vocab:
         directory.mkdir(parents=True, exist_ok=True)
         for name, v, c in zip(CAT_NAMES, self.values, self.counts):
             for suffix, arr in (("values", v), ("counts", c)):
-                tmp = directory / f"{name}.{suffix}.tmp.npy"
+                tmp = directory / f"{name}.{suffix}.tmp{os.getpid()}.npy"
                 np.save(tmp, arr)
                 os.replace(tmp, directory / f"{name}.{suffix}.npy")
 
