@@ -155,7 +155,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "criteo-kaggle": {
         "train.batch_size": 2048,
         "model.embed_dim": 16, "model.bottom_mlp": (512, 256, 64), "model.top_mlp": (512, 256),
-        "model.table_rows": KAGGLE_TABLE_ROWS,
+        # Tables take their rows from the data (model.table_rows 0 = no cap): the
+        # Kaggle vocabulary sizes on synthetic data, the manifest's on prepared Criteo.
         "synthetic.cardinalities": KAGGLE_TABLE_ROWS,
     },
     # MLPerf DLRM on Criteo 1TB: dim 128, bottom 13-512-256-128, top 1024-1024-512-256-1.

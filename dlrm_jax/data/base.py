@@ -16,6 +16,7 @@ NUM_SPARSE = 26
 
 
 class Batch(NamedTuple):
+    """One batch.  Arrays may be read-only views (memory-mapped shards): copy before writing."""
     dense: np.ndarray   # [B, 13] float32, already transformed (e.g. log1p)
     sparse: np.ndarray  # [B, F] int32, id of each feature, 0 <= id < table_sizes[f]
     labels: np.ndarray  # [B] float32 in {0, 1}
