@@ -61,6 +61,7 @@ def bench(cfg: config_lib.Config, batch_size: int | None = None, steps: int = 20
         "params_embedding": acct.params_embedding,
         "params_dense": acct.params_dense,
         "flops_per_example": acct.flops_per_example,
+        "embedding_bytes_per_example": acct.embedding_bytes_per_example,
         "achieved_tflops": sparse_rate * acct.flops_per_example / 1e12,
         "devices": par.devices,
         "mesh": dict(par.mesh.shape) if par.mesh is not None else {"data": 1, "model": 1},

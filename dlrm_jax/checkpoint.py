@@ -11,12 +11,16 @@ to a multiple of its shards, so the same tables on another mesh may differ
 only in zero padding rows at the end; those are added or dropped on restore.
 A layout whose tables sit elsewhere (table placement over another number of
 devices) is refused with a clear message rather than restored wrongly.
+
+Orbax refuses zero-size arrays (SGD's empty accumulator), so they are stored
+as a one-element stand-in and given back empty.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from dlrm_jax import placement
@@ -29,13 +33,15 @@ class Checkpointer:
     def __init__(self, directory: Path, keep: int = 2):
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=False)
-        self._manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
+        self._manager = ocp.CheckpointManager(Path(directory).absolute(), options=options,
+                                              item_handlers=ocp.StandardCheckpointHandler())
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
     def save(self, step: int, state, layout: dict | None = None) -> None:
         """`layout`: the state's embedding layout (`Parallel.layout`), kept with the checkpoint."""
+        state = jax.tree.map(lambda x: _EMPTY if x.size == 0 else x, state)
         self._manager.save(step, args=ocp.args.StandardSave(state), force=True,
                            custom_metadata={LAYOUT_KEY: layout} if layout is not None else None)
         self._manager.wait_until_finished()
@@ -50,7 +56,7 @@ class Checkpointer:
         With `layout` (the embedding layout of `like`), a checkpoint saved on
         another mesh restores too: see the module docstring.
         """
-        abstract = jax.tree.map(_abstract, like)
+        abstract = jax.tree.map(lambda x: _EMPTY if x.size == 0 else _abstract(x), like)
         saved = self.saved_layout(step) if layout is not None else None
         strict = True
         if saved is not None:
@@ -60,10 +66,20 @@ class Checkpointer:
                                 f"the embedding.sharding and mesh.model it was saved with")
             # Only trailing padding rows may differ (zero, never read), so pad or drop them.
             strict = [g["rows"] for g in saved["groups"]] == [g["rows"] for g in layout["groups"]]
-        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract, strict=strict))
+        restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract, strict=strict))
+        return jax.tree.map(lambda x, r: _like_empty(x) if x.size == 0 else r, like, restored)
 
     def close(self) -> None:
         self._manager.close()
+
+
+_EMPTY = np.zeros((1,), np.float32)
+
+
+def _like_empty(x):
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return jax.numpy.zeros(x.shape, x.dtype, device=x.sharding)
+    return x
 
 
 def _abstract(x):

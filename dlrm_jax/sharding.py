@@ -204,6 +204,7 @@ class Parallel:
     put_batch: Callable                         # Batch -> (dense, sparse, labels) for train_step
     eval_multiple: int                          # eval chunks are padded to a multiple of this
     layout: dict                                # the embedding layout a checkpoint records
+    abstract_state: Any                         # ShapeDtypeStructs (with shardings) of the state
 
     @property
     def devices(self) -> int:
@@ -251,14 +252,16 @@ def parallelize(cfg, model, tx, layout: emb_lib.EmbeddingLayout, devices=None) -
     def put_batch(batch):
         return tuple(distributed.global_batch(x, s) for x, s in zip(batch, batch_sh))
 
-    return Parallel(mesh, pl, init, train_step, predict, put_batch, n, pl.describe())
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh)
+    return Parallel(mesh, pl, init, train_step, predict, put_batch, n, pl.describe(), abstract)
 
 
 def _single_device(cfg, model, tx, layout) -> Parallel:
     init = jax.jit(lambda key: step_lib.init_state(key, model, tx, layout, cfg.embedding))
+    abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
     return Parallel(mesh=None, placement=None,
                     init=lambda seed: init(jax.random.PRNGKey(seed)),
                     train_step=jax.jit(step_lib.make_train_step(model, tx, layout, cfg.embedding), donate_argnums=0),
                     predict=jax.jit(step_lib.make_predict(model, layout)),
-                    put_batch=lambda batch: (batch.dense, batch.sparse, batch.labels),
-                    eval_multiple=1, layout=placement_lib.describe_layout(layout))
+                    put_batch=tuple,  # numpy as it comes: jit places it on the one device
+                    eval_multiple=1, layout=placement_lib.describe_layout(layout), abstract_state=abstract)

@@ -1,0 +1,74 @@
+"""Whole runs on 8 fake CPU devices: sharded placements give the single-device eval NE,
+and a checkpoint saved on a 1x8 mesh resumes on a 2x4 mesh to the same result."""
+import shutil
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from dlrm_jax import checkpoint, config as C, placement as PL
+from dlrm_jax.errors import UserError
+from dlrm_jax.train import train
+
+# The tiny preset with 16 steps and tables of two sizes (one init compile each);
+# 13 * (39 + 400) = 5707 rows: padded to 5712 over 8 devices, 5708 over 4.
+SMALL = ["train.examples=4096", "eval.examples=4096", "checkpoint.every_examples=2048",
+         "synthetic.cardinalities=" + ",".join(["39", "400"] * 13)]
+METRICS = ("eval_ne", "eval_logloss", "eval_auc")
+
+
+def _train(out, *overrides):
+    return train(C.load_config("tiny", SMALL + list(overrides)), out, progress=False, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("single") / "run", "mesh.data=1", "mesh.model=1")
+
+
+@pytest.fixture(scope="module")
+def row_1x8(tmp_path_factory):
+    out = tmp_path_factory.mktemp("row") / "run"
+    return out, _train(out, "embedding.sharding=row", "mesh.data=1", "mesh.model=8")
+
+
+def _assert_same_metrics(a, b):
+    for k in METRICS:
+        assert a[k] == pytest.approx(b[k], rel=1e-5), k
+
+
+def test_row_and_table_placements_give_the_single_device_ne(single, row_1x8, tmp_path):
+    assert single["devices"] == 1 and row_1x8[1]["devices"] == 8
+    _assert_same_metrics(row_1x8[1], single)
+    table = _train(tmp_path / "table", "embedding.sharding=table", "mesh.data=2", "mesh.model=4")
+    _assert_same_metrics(table, single)
+
+
+def test_checkpoint_from_1x8_resumes_on_2x4(single, row_1x8, tmp_path):
+    src, done = row_1x8
+    out = tmp_path / "resumed"
+    shutil.copytree(src, out)
+    (out / "summary.json").unlink()
+    shutil.rmtree(out / "checkpoints" / "16")  # as if killed after the step-8 checkpoint
+    resumed = _train(out, "embedding.sharding=row", "mesh.data=2", "mesh.model=4")
+    assert resumed["status"] == "done"
+    _assert_same_metrics(resumed, done)
+    _assert_same_metrics(resumed, single)
+    saved = checkpoint.Checkpointer(out / "checkpoints")
+    assert [g["rows"] for g in saved.saved_layout(8)["groups"]] == [5712]   # written on 1x8
+    assert [g["rows"] for g in saved.saved_layout(16)["groups"]] == [5708]  # and on 2x4
+    saved.close()
+
+
+def test_checkpoint_with_tables_elsewhere_is_refused(tmp_path):
+    rows = (3, 9, 4, 7)
+    saved_as, read_as = PL.plan("table", rows, 2, 2), PL.plan("table", rows, 2, 4)
+    ckpt = checkpoint.Checkpointer(tmp_path / "ckpt")
+    state = PL.init_embedding(jax.random.PRNGKey(0), saved_as, "sgd")
+    ckpt.save(1, state, layout=saved_as.describe())
+    with pytest.raises(UserError, match="laid out for embedding.sharding=table over 2 model shards, this "
+                                        "run's for embedding.sharding=table over 4"):
+        ckpt.restore(1, PL.init_embedding(jax.random.PRNGKey(0), read_as, "sgd"), layout=read_as.describe())
+    back = ckpt.restore(1, state, layout=saved_as.describe())
+    assert jnp.array_equal(back.table, state.table)
+    ckpt.close()
