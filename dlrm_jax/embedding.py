@@ -86,25 +86,36 @@ def lookup(table: jax.Array, ids: jax.Array) -> jax.Array:
     return jnp.take(table, ids, axis=0)
 
 
-# Tables (or shards) with at most this many rows per looked-up id are updated
-# through a [rows, D] buffer of summed gradients and one fused elementwise pass,
-# instead of sorting the ids and three scatters: on CPU, XLA's sort of B*F ids
-# alone costs ~8 ms at B=2048, F=26, the buffer pass ~2 ms.  Rows without a
-# gradient get exactly zero change either way, so both paths give the same result.
-SCRATCH_ROWS_PER_ID = 8
+# Duplicate ids are found through a [rows] int32 buffer holding each row's first
+# position in the batch when the table (or shard) has at most this many rows per
+# looked-up id; larger tables sort the ids instead.  On CPU at B=2048, F=26 and
+# 207k rows: first-position update 1.9 ms, sort-based 12.4 ms (XLA's sort of the
+# 53k ids alone is ~8 ms).  The buffer costs 4 bytes per row per step, so at
+# 10^8 rows per device the sort wins.  Both give identical results.
+FIRST_POSITION_ROWS_PER_ID = 64
 
 
 def dedup_gradients(ids: jax.Array, grads: jax.Array, num_rows: int, row_start: int | jax.Array = 0):
-    """Sum the gradients of duplicate ids (sort-based).
+    """Sum the gradients of duplicate ids.
 
     ids [...] global rows, grads [..., D] -> (unique local rows [N], summed grads [N, D])
     with N = ids.size; unused slots and ids outside [row_start, row_start + num_rows)
     hold the sentinel `num_rows` (out of range, so scatters with mode="drop" skip them).
     """
     flat = _local_ids(ids, num_rows, row_start)
-    g = grads.reshape(flat.shape[0], -1)
-    uniq, inv = jnp.unique(flat, size=flat.shape[0], return_inverse=True, fill_value=num_rows)
-    summed = jax.ops.segment_sum(g, inv.reshape(-1), num_segments=flat.shape[0])
+    n = flat.shape[0]
+    g = grads.reshape(n, -1)
+    if num_rows <= FIRST_POSITION_ROWS_PER_ID * n:
+        # Each row is represented by its first occurrence: slot[i] = first position
+        # of flat[i]'s row; gradients are summed into those slots.
+        position = jnp.arange(n, dtype=jnp.int32)
+        first = jnp.full((num_rows,), n, jnp.int32).at[flat].min(position, mode="drop")
+        slot = first.at[flat].get(mode="fill", fill_value=0)   # sentinel ids: any slot, then dropped
+        valid = flat < num_rows
+        summed = jnp.zeros_like(g).at[jnp.where(valid, slot, n)].add(g, mode="drop")
+        return jnp.where(valid & (slot == position), flat, num_rows), summed
+    uniq, inv = jnp.unique(flat, size=n, return_inverse=True, fill_value=num_rows)
+    summed = jax.ops.segment_sum(g, inv.reshape(-1), num_segments=n)
     return uniq, summed
 
 
@@ -127,21 +138,15 @@ def sparse_update(state: EmbeddingState, ids: jax.Array, grads: jax.Array, optim
     if optimizer not in ("sgd", "adagrad", "rowwise_adagrad"):
         raise ValueError(f"unknown embedding optimizer {optimizer!r}")
     num_rows = state.table.shape[0]
-    local = _local_ids(ids, num_rows, row_start)
-    n = local.shape[0]
-    g = grads.reshape(n, -1).astype(state.table.dtype)
-    rowwise = optimizer == "rowwise_adagrad"
-    if num_rows <= SCRATCH_ROWS_PER_ID * n:
-        g_rows = jnp.zeros_like(state.table).at[local].add(g, mode="drop")       # [R, D]
-        if optimizer == "sgd":
-            return state.replace(table=state.table - learning_rate * g_rows)
-        accum, step = _adagrad_step(state.accum, g_rows, eps, rowwise)
-        return EmbeddingState(table=state.table - learning_rate * step, accum=accum)
+    grads = grads.astype(state.table.dtype)
     if optimizer == "sgd":
         # Plain SGD is linear in g: scatter-adding per-occurrence gradients equals
-        # summing per row first, so no sort is needed.
+        # summing per row first, so no deduplication is needed.
+        local = _local_ids(ids, num_rows, row_start)
+        g = grads.reshape(local.shape[0], -1)
         return state.replace(table=state.table.at[local].add(-learning_rate * g, mode="drop"))
     uniq, g = dedup_gradients(ids, grads, num_rows, row_start)
+    rowwise = optimizer == "rowwise_adagrad"
     acc, step = _adagrad_step(state.accum.at[uniq].get(mode="fill", fill_value=0.0), g, eps, rowwise)
     accum = state.accum.at[uniq].set(acc, mode="drop")
     table = state.table.at[uniq].add(-learning_rate * step, mode="drop")

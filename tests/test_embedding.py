@@ -23,10 +23,10 @@ def _loss_rows(rows, target):
     return jnp.mean(jnp.sin(rows) * target) * 3.0
 
 
-@pytest.mark.parametrize("scratch", [True, False], ids=["scratch-buffer", "sorted"])
+@pytest.mark.parametrize("first_position", [True, False], ids=["first-position", "sorted"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adagrad", "rowwise_adagrad"])
-def test_sparse_update_equals_dense_reference(optimizer, scratch, monkeypatch):
-    monkeypatch.setattr(E, "SCRATCH_ROWS_PER_ID", 10**9 if scratch else 0)
+def test_sparse_update_equals_dense_reference(optimizer, first_position, monkeypatch):
+    monkeypatch.setattr(E, "FIRST_POSITION_ROWS_PER_ID", 10**9 if first_position else 0)
     lr, eps = 0.3, 1e-8
     table, _, _ = _problem(0)
     state = E.EmbeddingState(table=table, accum=jnp.zeros(E.accum_shape(optimizer, ROWS, DIM)))
@@ -56,13 +56,18 @@ def test_rowwise_accumulator_is_mean_square_of_summed_row_gradient():
     np.testing.assert_allclose(out.table[1], -np.array([2, 4]) / np.sqrt(10), rtol=1e-6)
 
 
-def test_row_start_drops_ids_of_other_shards():
+@pytest.mark.parametrize("first_position", [True, False], ids=["first-position", "sorted"])
+@pytest.mark.parametrize("optimizer", ["sgd", "rowwise_adagrad"])
+def test_row_start_drops_ids_of_other_shards(optimizer, first_position, monkeypatch):
     """A shard holding global rows [4, 8) updates only those."""
-    ids = jnp.array([[1, 5], [5, 7]])
-    g = jnp.ones((2, 2, 3))
+    monkeypatch.setattr(E, "FIRST_POSITION_ROWS_PER_ID", 10**9 if first_position else 0)
+    ids = jnp.array([[1, 5], [5, 7], [0, 1]])
+    g = jnp.ones((3, 2, 3))
     shard = E.EmbeddingState(table=jnp.zeros((4, 3)), accum=jnp.zeros(4))
-    out = E.sparse_update(shard, ids, g, "sgd", 1.0, row_start=4)
-    np.testing.assert_allclose(out.table[:, 0], [0, -2, 0, -1])
+    out = E.sparse_update(shard, ids, g, optimizer, 1.0, row_start=4, eps=0.0)
+    # rows 5 and 7 (local 1, 3) move: sgd by the summed gradient, row-wise Adagrad by g/|g| = 1
+    want = [0, -2, 0, -1] if optimizer == "sgd" else [0, -1, 0, -1]
+    np.testing.assert_allclose(out.table[:, 0], want, rtol=1e-6)
 
 
 def test_layout_offsets_and_init_scale():
