@@ -15,7 +15,7 @@ table [rows, D] (as in dlrm_jax/embedding.py) with one sharding, split into
 Ids stay per feature ([B, F], 0 <= id < rows[f]) until a group turns them into
 (shard, row within the shard) with int32 arithmetic only: offsets are split
 into (offset // S, offset % S) on the host, so groups of any size work as long
-as one shard's rows and one table's rows fit int32.
+as one table's rows fit int32 and one device holds fewer than 2^30 rows.
 
 Feature f's initial rows are drawn as in `embedding.init_embedding`
 (fold_in(key, f)), so every placement starts from the single-device values;
@@ -95,8 +95,9 @@ def plan(kind: str, feature_rows: Sequence[int], dim: int, model_shards: int,
             [_row_group(large, rows, m, "embedding.sharding=auto")] if large else [])
     for g in groups:
         if g.shards == 1 and g.rows > INT32_MAX:
-            raise UserError(f"{g.rows:,} replicated table rows do not fit int32 ids; use embedding.sharding=row")
-        if g.shard_rows + max(rows[f] for f in g.features) > INT32_MAX:
+            raise UserError(f"{g.rows:,} table rows on every device do not fit int32 ids; "
+                            f"shard them (embedding.sharding=row, mesh.model > 1)")
+        if g.shards > 1 and 2 * g.shard_rows > INT32_MAX:
             raise UserError(f"{g.shard_rows:,} rows per device do not fit int32 ids; raise mesh.model")
     return Placement(kind, rows, int(dim), tuple(groups))
 

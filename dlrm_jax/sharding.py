@@ -45,7 +45,8 @@ RULES: dict[str, str | tuple[str, ...] | None] = {
     "table_rows": "model",          # rows of a sharded table group [rows, ...]
     "replicated_table": None,       # small tables, every device
     "dense_param": None,            # MLP weights and their optimizer state
-    "scalar": None,                 # step counter, loss
+    "scalar": None,                 # step counter
+    "host_output": None,            # loss, eval logits: every host reads them whole
 }
 
 
@@ -82,11 +83,14 @@ def make_mesh(mesh_cfg, devices=None) -> jax.sharding.Mesh:
 def _locate(ids, div: np.ndarray, mod: np.ndarray, shard_rows: int):
     """Per-feature ids [..., F_g] -> (shard, row within the shard), int32 throughout.
 
-    Feature f starts at row div[f] * S + mod[f] of the group; adding the id to
-    mod[f] (< S) first keeps every intermediate below S + rows[f].
+    Feature f starts at row div[f] * S + mod[f] of the group (split on the
+    host, in int64); splitting the id the same way keeps every intermediate
+    below 2 S, so groups of any size work while S < 2^30.
     """
-    x = ids + jnp.asarray(mod, jnp.int32)
-    return jnp.asarray(div, jnp.int32) + x // shard_rows, x % shard_rows
+    s = shard_rows
+    x = ids % s + jnp.asarray(mod, jnp.int32)                  # < 2 S
+    carry = (x >= s).astype(jnp.int32)
+    return jnp.asarray(div, jnp.int32) + ids // s + carry, x - carry * s
 
 
 class ShardedEmbedding:
@@ -118,6 +122,12 @@ class ShardedEmbedding:
             out.append(emb_lib.EmbeddingState(table=NamedSharding(self.mesh, t), accum=NamedSharding(self.mesh, a)))
         return placement_lib.from_groups(out)
 
+    def _columns(self, g: placement_lib.TableGroup, x: jax.Array) -> jax.Array:
+        """x [B, F, ...] -> the group's features [B, F_g, ...]."""
+        if g.features == tuple(range(x.shape[1])):
+            return x
+        return jnp.take(x, np.asarray(g.features), axis=1)
+
     def _shard_map(self, f, in_specs, out_specs):
         # check_vma=False: the updated table shard is replicated over `data`
         # because every replica applies the same all-gathered update, which the
@@ -130,7 +140,7 @@ class ShardedEmbedding:
         """tables (one per group), ids [B, F] -> rows [B, F, D], batch-sharded."""
         parts = []
         for g, table in zip(self.placement.groups, placement_lib.as_groups(tables)):
-            g_ids = jnp.take(ids, np.asarray(g.features), axis=1)                  # [B, F_g]
+            g_ids = self._columns(g, ids)                                           # [B, F_g]
             body = partial(self._lookup_sharded if g.shards > 1 else self._lookup_replicated, g)
             parts.append(self._shard_map(body, (self._specs(g)[0], spec("batch", 2)), spec("batch", 3))(table, g_ids))
         rows = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
@@ -155,8 +165,7 @@ class ShardedEmbedding:
         """The sparse optimizer on each group's own rows; ids [B, F], grads [B, F, D] (batch-sharded)."""
         out = []
         for g, st in zip(self.placement.groups, placement_lib.as_groups(emb)):
-            feats = np.asarray(g.features)
-            g_ids, g_grads = jnp.take(ids, feats, axis=1), jnp.take(grads, feats, axis=1)
+            g_ids, g_grads = self._columns(g, ids), self._columns(g, grads)      # [B, F_g], [B, F_g, D]
             t_spec, a_spec = self._specs(g)
             body = partial(self._update_group, g, optimizer, learning_rate, eps)
             table, accum = self._shard_map(body, (t_spec, a_spec, spec("batch", 2), spec("batch", 3)),
@@ -198,7 +207,7 @@ class Parallel:
     """
     mesh: jax.sharding.Mesh | None
     placement: placement_lib.Placement | None   # None: the single-device layout
-    init: Callable[[int], Any]                  # seed -> TrainState
+    init: Callable[[int], Any]                  # seed -> TrainState (jitted on a mesh)
     train_step: Callable                        # jitted (state, dense, sparse, labels) -> (state, loss)
     predict: Callable                           # (params, tables, dense, sparse) -> logits [B] (numpy in)
     put_batch: Callable                         # Batch -> (dense, sparse, labels) for train_step
@@ -230,20 +239,25 @@ def parallelize(cfg, model, tx, layout: emb_lib.EmbeddingLayout, devices=None) -
     def init_state(key):
         return step_lib.init_state(key, model, tx, pl, e, init_embedding=placement_lib.init_embedding)
 
-    rep = NamedSharding(mesh, P())
-    abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0))
-    state_sh = jax.tree.map(lambda _: rep, abstract).replace(emb=sharded.shardings())
-    batch_sh = tuple(NamedSharding(mesh, spec("batch", nd)) for nd in (2, 2, 1))
+    def named(role, ndim):
+        return NamedSharding(mesh, spec(role, ndim))
 
-    def init(seed: int):
-        # The key is made inside: no host array has to be placed on a multi-host mesh.
-        return jax.jit(lambda: init_state(jax.random.PRNGKey(seed)), out_shardings=state_sh)()
+    abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0))
+    state_sh = step_lib.TrainState(step=named("scalar", 0),
+                                   params=jax.tree.map(lambda x: named("dense_param", x.ndim), abstract.params),
+                                   opt_state=jax.tree.map(lambda x: named("dense_param", x.ndim), abstract.opt_state),
+                                   emb=sharded.shardings())
+    batch_sh = tuple(named("batch", nd) for nd in (2, 2, 1))                # dense, sparse, labels
+
+    # The key is made inside from the (replicated) seed: no host array is placed on the mesh.
+    init = jax.jit(lambda seed: init_state(jax.random.PRNGKey(seed)), out_shardings=state_sh)
 
     train_step = jax.jit(step_lib.make_train_step(model, tx, pl, e, lookup=sharded.lookup, update=sharded.update),
-                         in_shardings=(state_sh, *batch_sh), out_shardings=(state_sh, rep), donate_argnums=0)
+                         in_shardings=(state_sh, *batch_sh), out_shardings=(state_sh, named("host_output", 0)),
+                         donate_argnums=0)
     predict_jit = jax.jit(step_lib.make_predict(model, pl, lookup=sharded.lookup),
                           in_shardings=(state_sh.params, state_sh.emb.table, batch_sh[0], batch_sh[1]),
-                          out_shardings=rep)
+                          out_shardings=named("host_output", 1))
 
     def predict(params, tables, dense, sparse):
         return predict_jit(params, tables, *(distributed.replicated_input(x, s)

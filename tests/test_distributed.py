@@ -27,7 +27,6 @@ def _launcher():
     return mod
 
 
-@pytest.mark.slow  # ~30 s on a 2-core machine: two processes compile the same programs at once
 def test_two_processes_match_one(tmp_path, monkeypatch):
     monkeypatch.setenv("DLRM_SCALING_COMPILE_CACHE", str(tmp_path / "cache"))
     out, log = tmp_path / "two", io.StringIO()

@@ -99,6 +99,17 @@ def test_placements_split_rows_as_planned():
         PL.plan("row", (3, 3), 8, 8)
 
 
+def test_ids_of_tables_beyond_int32_are_located_exactly():
+    rows = (2_000_000_000, 1_500_000_000, 5)  # 3.5e9 rows: group offsets overflow int32
+    (g,) = PL.plan("row", rows, 8, 4).groups
+    ids = np.array([[0, 0, 0], [1_999_999_999, 1_499_999_999, 4], [1_234_567_891, 987_654_321, 2]], np.int32)
+    shard, local = S._locate(jnp.asarray(ids), *S._split_offsets(g), g.shard_rows)
+    assert shard.dtype == jnp.int32
+    want = np.asarray(g.offsets, np.int64) + ids
+    np.testing.assert_array_equal(np.asarray(shard, np.int64) * g.shard_rows + np.asarray(local), want)
+    assert np.all(np.asarray(local) < g.shard_rows)
+
+
 def test_row_sharded_step_gathers_no_table_and_holds_an_eighth():
     rows = (4000,) * 13 + (40000,) * 13
     for data, model in ((1, 8), (2, 4)):
@@ -121,6 +132,10 @@ def test_row_sharded_step_gathers_no_table_and_holds_an_eighth():
                                                                par.abstract_state.opt_state)))
         assert tables / model < mem["argument"] < tables / model + replicated + 10_000
         assert mem["temp"] < tables / model
+        # Created sharded: XLA draws each table's rows split over the devices (then an
+        # all-to-all into the placement's blocks), ~2 shards of scratch, never a whole table.
+        init = memory_per_device(par.init.lower(0).compile())
+        assert init["output"] < tables / model + replicated + 10_000 and init["temp"] < 3 * tables / model
 
 
 def test_mesh_shapes_and_errors():
