@@ -235,6 +235,15 @@ def validate(cfg: Config) -> None:
     need(e.sharding in ("replicated", "row", "table", "auto"),
          f"embedding.sharding must be replicated, row, table or auto, got {e.sharding!r}")
     need(e.learning_rate > 0, f"embedding.learning_rate must be positive, got {e.learning_rate}")
+    for k in ("eps", "initial_accumulator", "init_scale"):
+        need(getattr(e, k) >= 0, f"embedding.{k} must be >= 0, got {getattr(e, k)}")
+    need(e.replicate_below_rows >= 0, f"embedding.replicate_below_rows must be >= 0, got {e.replicate_below_rows}")
+    need(cfg.data.shuffle_window >= 0, f"data.shuffle_window must be >= 0, got {cfg.data.shuffle_window}")
+    for k, v in (("seed", cfg.seed), ("synthetic.seed", cfg.synthetic.seed)):
+        need(0 <= v < 2 ** 31, f"{k} must be in [0, 2**31), got {v}")
+    need(t.epochs == 1 or t.examples % t.batch_size == 0,
+         f"with train.epochs > 1, train.examples ({t.examples}) must be a multiple of "
+         f"train.batch_size ({t.batch_size}) so every epoch holds the same examples")
     need(cfg.mesh.data == -1 or cfg.mesh.data >= 1, f"mesh.data must be >= 1 or -1, got {cfg.mesh.data}")
     need(cfg.mesh.model == -1 or cfg.mesh.model >= 1, f"mesh.model must be >= 1 or -1, got {cfg.mesh.model}")
     need(not (cfg.mesh.data == -1 and cfg.mesh.model == -1), "only one of mesh.data, mesh.model may be -1")
@@ -343,11 +352,11 @@ def _coerce_one(raw: Any, t: Any) -> Any:
             return int(raw)
         if isinstance(raw, str):
             s = raw.replace("_", "")
-            if "**" in s:  # 2**20 is how people write example counts
-                base, exp = s.split("**", 1)
+            if "**" in s or s.startswith("2^"):  # 2**20 is how people write example counts
+                base, exp = s.split("**", 1) if "**" in s else ("2", s[2:])
+                if int(exp) < 0:
+                    raise ValueError("negative exponent")
                 return int(base) ** int(exp)
-            if s.lower().startswith("2^"):
-                return 2 ** int(s[2:])
             try:
                 return int(s)
             except ValueError:
@@ -365,6 +374,17 @@ def _coerce_one(raw: Any, t: Any) -> Any:
             raise TypeError("not a string")
         return raw
     raise TypeError(f"unsupported type {t}")
+
+
+# Keys that say where a run computes, not what it computes: a run may resume on
+# another mesh (checkpoints restore onto any placement), so these may change.
+PLACEMENT_KEYS = ("mesh.", "distributed.", "embedding.sharding", "embedding.replicate_below_rows")
+
+
+def diff(a: Config, b: Config, ignore: tuple[str, ...] = PLACEMENT_KEYS) -> list[str]:
+    """Dotted keys whose values differ between two configs, except those starting with `ignore`."""
+    fa, fb = dict(_flatten(a.to_dict())), dict(_flatten(b.to_dict()))
+    return [k for k, v in fb.items() if fa.get(k) != v and not k.startswith(ignore)]
 
 
 def dumps(cfg: Config) -> str:

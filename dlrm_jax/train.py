@@ -28,7 +28,6 @@ from dlrm_jax.rundir import MetricsLog, read_json, write_json_atomic
 LOGS_PER_RUN = 20  # train-loss lines when train.log_every_examples is 0
 # Keys that say how a run is laid out on devices, not what it computes: a run
 # may resume on another mesh or placement (its checkpoints restore onto it).
-PLACEMENT_KEYS = ("mesh.", "distributed.", "embedding.sharding", "embedding.replicate_below_rows")
 
 
 class TrainingDiverged(RuntimeError):
@@ -80,19 +79,27 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     log = (lambda *a: print(*a, file=sys.stderr)) if verbose else (lambda *a: None)
 
     # ---------------------------------------------------------------- run directory
-    _claim_run_dir(run_dir, cfg, primary=jax.process_index() == 0)
+    # Checked now, written only once the data, eval set and mesh are known to work,
+    # so a bad value never leaves a config.json that blocks the corrected rerun.
+    primary = jax.process_index() == 0
+    resuming = _check_run_dir(run_dir, cfg)
     summary_path = run_dir / "summary.json"
-    if summary_path.exists():
+    if resuming and summary_path.exists():
         summary = read_json(summary_path)
         if summary.get("status") == "done":
             log(f"{run_dir}: already done (summary.json); not retraining")
             return summary
-        summary_path.unlink()  # a failed run is retried from its last checkpoint
 
     # ---------------------------------------------------------------- data
     source = make_source(cfg)
     sched = schedule_for(cfg)
+    if source.num_train is not None and cfg.train.examples > source.num_train:
+        raise UserError(f"train.examples ({cfg.train.examples}) exceeds the {source.num_train} rows of the "
+                        f"training split; lower it or use train.epochs for several passes")
     eval_set = source.eval_batch(cfg.eval.examples)
+    if eval_set.labels.min() == eval_set.labels.max():
+        raise UserError(f"the {len(eval_set.labels)} eval examples are all of one class, so NE is undefined; "
+                        f"raise eval.examples")
     true_probs = source.eval_true_probs(cfg.eval.examples)
     bayes = metrics_lib.bayes_ne(true_probs, eval_set.labels) if true_probs is not None else None
 
@@ -102,9 +109,13 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     acct = accounting.account(cfg.model, layout.rows, cfg.embedding.optimizer)
     tx = step_lib.dense_optimizer(cfg.train)
     par = sharding.parallelize(cfg, model, tx, layout)  # mesh and placement: bad ones fail before compiling
+    if primary:
+        _write_run_dir(run_dir, cfg, resuming)
+        _lock_run_dir(run_dir)
+        summary_path.unlink(missing_ok=True)  # a failed run is retried from its last checkpoint
     state = par.init(cfg.seed)
     ckpt = checkpoint.Checkpointer(run_dir / "checkpoints", keep=cfg.checkpoint.keep)
-    metrics_log = MetricsLog(run_dir / "metrics.jsonl") if jax.process_index() == 0 else _NoMetricsLog()
+    metrics_log = MetricsLog(run_dir / "metrics.jsonl") if primary else _NoMetricsLog()
     start_step = ckpt.latest_step() or 0
     if start_step:
         state = ckpt.restore(start_step, state, layout=par.layout)
@@ -122,12 +133,11 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
         seen = step * sched.batch_size
         return {"step": step, "examples_seen": seen, "flops_seen": seen * acct.flops_per_example, **values}
 
-    batches = prefetch(map(par.put_batch, source.train_batches(sched.batch_size, start_step * sched.batch_size,
-                                                               sched.total_steps * sched.batch_size,
-                                                               jax.process_index(), jax.process_count())), size=3)
+    batches = prefetch(map(par.put_batch, _train_batches(source, cfg, sched, start_step)), size=3)
     bar = _progress_bar(sched.total_steps, start_step, progress)
     loss_sum, loss_steps, final_eval, error = jnp.zeros(()), 0, None, None
-    t_loop = None  # throughput is timed from the end of the first (compiling) step
+    t_loop = None  # throughput is timed from the end of the first (compiling) step ...
+    t_paused = 0.0  # ... without the time spent in evals and checkpoints
     try:
         for step in range(start_step + 1, sched.total_steps + 1):
             state, loss = train_step(state, *next(batches))
@@ -145,17 +155,19 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
                                        f"({step * sched.batch_size} examples); lower the learning rates")
             metrics_log.write(event(step, train_loss=mean_loss))
             bar.set_postfix(loss=f"{mean_loss:.4f}")
+            t_pause = time.time()
             if sched.is_eval_step(step):
                 final_eval = evaluate(state)
                 metrics_log.write(event(step, **final_eval, wall_s=time.time() - t_start))
             if sched.is_checkpoint_step(step):
                 ckpt.save(step, state, layout=par.layout)
+            t_paused += time.time() - t_pause
     except TrainingDiverged as err:
         error = str(err)
     finally:
         bar.close()
     timed_steps = sched.total_steps - start_step - 1
-    examples_per_s = (timed_steps * sched.batch_size / (time.time() - t_loop)
+    examples_per_s = (timed_steps * sched.batch_size / (time.time() - t_loop - t_paused)
                       if t_loop is not None and timed_steps > 0 and not error else None)
 
     # ---------------------------------------------------------------- summary
@@ -181,9 +193,23 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
         "jax_version": jax.__version__,
     }
     ckpt.close()
-    if jax.process_index() == 0:
+    if primary:
         write_json_atomic(summary_path, summary)
+        _unlock_run_dir(run_dir)
     return summary
+
+
+def _train_batches(source, cfg: config_lib.Config, sched: Schedule, start_step: int):
+    """The global batches from `start_step` on: epoch e repeats examples [0, train.examples)."""
+    b, n = sched.batch_size, cfg.train.examples
+    start, stop = start_step * b, sched.total_steps * b
+    hosts = (jax.process_index(), jax.process_count())
+    if cfg.train.epochs == 1:
+        yield from source.train_batches(b, start, stop, *hosts)
+        return
+    for epoch_start in range(start - start % n, stop, n):  # n % b == 0 (validated): no batch spans two epochs
+        lo, hi = max(start, epoch_start) - epoch_start, min(stop, epoch_start + n) - epoch_start
+        yield from source.train_batches(b, lo, hi, *hosts)
 
 
 def evaluate_logits(predict, state, eval_set, batch_size: int, multiple: int = 1) -> dict:
@@ -204,29 +230,64 @@ def evaluate_logits(predict, state, eval_set, batch_size: int, multiple: int = 1
     return metrics_lib.evaluate_logits(np.concatenate(logits), eval_set.labels)
 
 
-def _claim_run_dir(run_dir: Path, cfg: config_lib.Config, primary: bool = True) -> None:
-    """Create the run dir with config.json, or check an existing one holds the same config.
-
-    With several processes only the primary one writes (the others check what is there).
-    """
+def _check_run_dir(run_dir: Path, cfg: config_lib.Config) -> bool:
+    """True if `run_dir` holds this run (same config); False if it is new; UserError otherwise."""
     cfg_path = run_dir / "config.json"
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} exists and is not a directory")
-    if cfg_path.exists():
-        try:
-            existing = config_lib.from_dict(read_json(cfg_path))
-        except (UserError, ValueError) as err:
-            raise UserError(f"{cfg_path}: not a config of this version ({err}); use a new --out")
-        diff = [k for k, v in _flat(cfg.to_dict()).items()
-                if _flat(existing.to_dict()).get(k) != v and not k.startswith(PLACEMENT_KEYS)]
-        if diff:
-            raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff)}); use a new --out")
+    if not cfg_path.exists():
+        if run_dir.exists() and any(p.name not in RUN_DIR_EXTRAS for p in run_dir.iterdir()):
+            raise UserError(f"--out {run_dir} is not empty and holds no config.json; use a new directory")
+        return False
+    try:
+        existing = config_lib.from_dict(read_json(cfg_path))
+    except (UserError, ValueError) as err:
+        raise UserError(f"{cfg_path}: not a config of this version ({err}); use a new --out")
+    diff = config_lib.diff(existing, cfg)
+    if diff:
+        raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff)}); use a new --out")
+    return True
+
+
+# Files that may sit in a run directory before its config.json: the sweep
+# runner's log of the run's stderr, and the lock.
+RUN_DIR_EXTRAS = (".gitkeep", "train.log", ".lock")
+
+
+def _write_run_dir(run_dir: Path, cfg: config_lib.Config, resuming: bool) -> None:
+    if resuming:
         return
-    if not primary:
-        return
-    if run_dir.exists() and any(p.name not in (".gitkeep", "train.log") for p in run_dir.iterdir()):
-        raise UserError(f"--out {run_dir} is not empty and holds no config.json; use a new directory")
-    write_json_atomic(cfg_path, cfg.to_dict())
+    try:
+        write_json_atomic(run_dir / "config.json", cfg.to_dict())
+    except OSError as err:
+        raise UserError(f"cannot write the run directory --out {run_dir}: {err.strerror or err}")
+
+
+def _lock_run_dir(run_dir: Path) -> None:
+    """Hold an exclusive lock on the run directory until the process exits.
+
+    Two trainers on one directory (a sweep rerun while an orphaned run goes on)
+    would interleave metrics lines and checkpoint saves; the second one stops here.
+    """
+    import fcntl
+    _unlock_run_dir(run_dir)  # this process trained here before (a retry in the same session)
+    f = open(run_dir / ".lock", "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise UserError(f"{run_dir} is being trained by another process (lock {run_dir / '.lock'})")
+    _LOCKS[str(run_dir.resolve())] = f  # released at the end of train() or when the process dies
+
+
+_LOCKS: dict = {}
+
+
+def _unlock_run_dir(run_dir: Path) -> None:
+    f = _LOCKS.pop(str(run_dir.resolve()), None)
+    if f is not None:
+        (run_dir / ".lock").unlink(missing_ok=True)  # a finished run dir holds only the contract's files
+        f.close()
 
 
 class _NoMetricsLog:
@@ -237,16 +298,6 @@ class _NoMetricsLog:
 
     def write(self, event: dict) -> None:
         pass
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _progress_bar(total: int, initial: int, enabled: bool | None):

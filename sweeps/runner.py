@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from dlrm_jax.config import load_config
+from dlrm_jax.config import Config, diff as config_diff, from_dict, load_config
 from dlrm_jax.errors import UserError
 from dlrm_jax.rundir import read_json
 from sweeps import Sweep, load_sweep
@@ -43,6 +43,7 @@ class Point:
     values: dict[str, Any]
     run_dir: Path
     command: tuple[str, ...]
+    config: Config
 
 
 def run_name(values: dict[str, Any]) -> str:
@@ -68,27 +69,41 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 def plan(sweep: Sweep, out: Path, preset: str | None, overrides: Sequence[str]) -> list[Point]:
     """Every point of the sweep, with its validated config and command line."""
     base = load_config(preset, overrides)
-    points, seen = [], set()
-    for values in sweep.points(base):
+    try:
+        listed = list(sweep.points(base))
+        assert all(isinstance(v, dict) for v in listed)
+    except Exception as err:
+        raise UserError(f"sweep {sweep.name}: points(base) must return a list of {{key: value}} dicts ({err!r})")
+    points, seen = [], {}
+    for values in listed:
         name = run_name(values)
-        if name in seen:  # e.g. a width that rounds to the same size twice
-            continue
-        seen.add(name)
+        if name in seen:
+            if seen[name] == values:  # e.g. a width that rounds to the same size twice
+                continue
+            raise UserError(f"sweep {sweep.name}: points {seen[name]} and {values} get the same run name {name!r}")
+        seen[name] = values
         sets = [f"{k}={','.join(map(str, v)) if isinstance(v, (tuple, list)) else v}" for k, v in values.items()]
-        load_config(preset, [*overrides, *sets])  # fails now, not in the middle of the sweep
+        cfg = load_config(preset, [*overrides, *sets])  # fails now, not in the middle of the sweep
         cmd = [sys.executable, "-m", "dlrm_jax", "train", *(["--preset", preset] if preset else [])]
         for s in [*overrides, *sets]:
             cmd += ["--set", s]
         cmd += ["--out", str(out / name), "--no-progress"]
-        points.append(Point(name, dict(values), out / name, tuple(cmd)))
+        points.append(Point(name, dict(values), out / name, tuple(cmd), cfg))
     if not points:
         raise UserError(f"sweep {sweep.name} has no points")
     return points
 
 
 def is_done(point: Point) -> bool:
+    """A finished run of this very config; a finished run of another config is an error."""
     summary = point.run_dir / "summary.json"
-    return summary.exists() and read_json(summary).get("status") == "done"
+    if not (summary.exists() and read_json(summary).get("status") == "done"):
+        return False
+    changed = config_diff(from_dict(read_json(point.run_dir / "config.json")), point.config)
+    if changed:
+        raise UserError(f"{point.run_dir} holds a finished run with a different config ({', '.join(changed)}); "
+                        f"use a new --out for a sweep with other settings")
+    return True
 
 
 def run_sweep(sweep_name: str, out: str | Path, preset: str | None = None, overrides: Sequence[str] = (),
@@ -105,30 +120,45 @@ def run_sweep(sweep_name: str, out: str | Path, preset: str | None = None, overr
         for p in mine:
             log(shlex.join(p.command))
         return []
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the sweep directory --out {out}: {err.strerror or err}")
     todo = [p for p in mine if not is_done(p)]
     log(f"sweep {sweep.name}: {len(points)} points, {len(mine)} in shard {i}/{n}, "
         f"{len(mine) - len(todo)} already done, {len(todo)} to run -> {out}")
     running: list[tuple[Point, subprocess.Popen, float, Any]] = []
     finished = len(mine) - len(todo)
-    while todo or running:
-        while todo and len(running) < workers:
-            p = todo.pop(0)
-            p.run_dir.mkdir(parents=True, exist_ok=True)
-            err = open(p.run_dir / "train.log", "a")  # the run's own stderr, kept for post-mortems
-            running.append((p, subprocess.Popen(p.command, stdout=subprocess.DEVNULL, stderr=err,
-                                                env=_child_env()), time.time(), err))
-        time.sleep(0.2)
-        for item in list(running):
-            p, proc, t0, err = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
+    startup_errors: dict[str, str] = {}  # runs that exited without a summary (bad config, path)
+    try:
+        while todo or running:
+            while todo and len(running) < workers:
+                p = todo.pop(0)
+                p.run_dir.mkdir(parents=True, exist_ok=True)
+                err = open(p.run_dir / "train.log", "a")  # the run's own stderr, kept for post-mortems
+                running.append((p, subprocess.Popen(p.command, stdout=subprocess.DEVNULL, stderr=err,
+                                                    env=_child_env()), time.time(), err))
+            time.sleep(0.2)
+            for item in list(running):
+                p, proc, t0, err = item
+                if proc.poll() is None:
+                    continue
+                running.remove(item)
+                err.close()
+                finished += 1
+                if not (p.run_dir / "summary.json").exists():
+                    startup_errors[p.name] = f"exit {proc.returncode}: {_last_line(p.run_dir / 'train.log')}"
+                log(f"[{finished}/{len(mine)}] {p.name}: {_outcome(p, startup_errors)} "
+                    f"({time.time() - t0:.0f} s)")
+                write_results(sweep, points, out, startup_errors)
+    finally:
+        for _, proc, _, err in running:  # interrupted: no orphan keeps training into our run dirs
+            proc.terminate()
+            proc.wait()
             err.close()
-            finished += 1
-            log(f"[{finished}/{len(mine)}] {p.name}: {_outcome(p, proc.returncode)} ({time.time() - t0:.0f} s)")
-            write_results(sweep, points, out)
-    return write_results(sweep, points, out)
+    rows = write_results(sweep, points, out, startup_errors)
+    names = {p.name for p in mine}
+    return [r for r in rows if r["run"] in names]
 
 
 def _child_env() -> dict:
@@ -137,14 +167,13 @@ def _child_env() -> dict:
     return env
 
 
-def _outcome(p: Point, code: int) -> str:
-    summary = p.run_dir / "summary.json"
-    if summary.exists():
-        s = read_json(summary)
-        if s.get("status") == "done":
-            return f"done, eval NE {s['eval_ne']:.4f}"
-        return f"failed: {s.get('error')}"
-    return f"failed (exit {code}): {_last_line(p.run_dir / 'train.log')}"
+def _outcome(p: Point, startup_errors: dict[str, str]) -> str:
+    if p.name in startup_errors:
+        return f"failed ({startup_errors[p.name]})"
+    s = read_json(p.run_dir / "summary.json")
+    if s.get("status") == "done":
+        return f"done, eval NE {s['eval_ne']:.4f}"
+    return f"failed: {s.get('error')}"
 
 
 def _last_line(path: Path) -> str:
@@ -155,15 +184,15 @@ def _last_line(path: Path) -> str:
         return ""
 
 
-def results_rows(sweep: Sweep, points: list[Point]) -> list[dict]:
+def results_rows(sweep: Sweep, points: list[Point], startup_errors: dict[str, str] | None = None) -> list[dict]:
+    """One row per run with a summary, plus the runs of this invocation that could not start."""
     rows = []
     for p in points:
         summary = p.run_dir / "summary.json"
         if not summary.exists():
-            if (p.run_dir / "train.log").exists() and not (p.run_dir / "checkpoints").exists():
-                # The train command refused to start (bad config, path): record why.
+            if startup_errors and p.name in startup_errors:
                 rows.append({"run": p.name, "sweep": sweep.name, "status": "failed", **_flat_values(p.values),
-                             "error": _last_line(p.run_dir / "train.log")})
+                             "error": startup_errors[p.name]})
             continue
         s = read_json(summary)
         rows.append({"run": p.name, "sweep": sweep.name, "status": s.get("status"), **_flat_values(p.values),
@@ -175,10 +204,11 @@ def _flat_values(values: dict) -> dict:
     return {k: ",".join(map(str, v)) if isinstance(v, (tuple, list)) else v for k, v in values.items()}
 
 
-def write_results(sweep: Sweep, points: list[Point], out: Path) -> list[dict]:
+def write_results(sweep: Sweep, points: list[Point], out: Path,
+                  startup_errors: dict[str, str] | None = None) -> list[dict]:
     """Rebuild results.csv from the run directories; atomic (temp file, rename)."""
     import csv
-    rows = results_rows(sweep, points)
+    rows = results_rows(sweep, points, startup_errors)
     columns: list[str] = ["run", "sweep", "status"]
     for r in rows:
         columns += [k for k in r if k not in columns]

@@ -24,6 +24,19 @@ def test_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys):
     assert not (tmp_path / "r").exists()  # nothing half-written
 
 
+@pytest.mark.parametrize("setting, message", [
+    ("data.source=criteo:/nonexistent/dir", "no manifest.json"),
+    ("eval.examples=1", "eval examples are all of one class"),
+    ("mesh.data=3", "mesh"),
+])
+def test_bad_data_or_mesh_exits_2_and_writes_nothing(setting, message, tmp_path, capsys):
+    out = tmp_path / "r"
+    code = main(["train", "--preset", "tiny", "--set", setting, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err
+    assert not (out / "config.json").exists()  # the corrected rerun is not blocked
+
+
 def test_out_is_a_file(tmp_path, capsys):
     f = tmp_path / "file"
     f.write_text("x")

@@ -41,9 +41,14 @@ def test_round_trip_through_json():
     ("model.interaction=sum", "model.interaction must be dot or cat, got 'sum'"),
     ("model.table_rows=1,2,3", "model.table_rows needs 26 entries (or one cap), got 3"),
     ("nonsense", "--set expects key=value, got 'nonsense'"),
+    ("train.eval_every_examples=2**-1", "bad value for train.eval_every_examples: '2**-1' is not an int"),
+    ("embedding.eps=-1", "embedding.eps must be >= 0, got -1.0"),
+    ("synthetic.seed=-1", "synthetic.seed must be in [0, 2**31), got -1"),
+    ("train.epochs=2", "with train.epochs > 1, train.examples (16384) must be a multiple of train.batch_size (3000) so every epoch holds the same examples"),
 ])
 def test_bad_overrides_raise_one_clear_line(override, message):
-    base = ["train.examples=1024"] if "batch_size" in override else []
+    base = (["train.examples=1024"] if "batch_size" in override
+            else ["train.batch_size=3000"] if "epochs" in override else [])
     with pytest.raises(UserError) as err:
         C.load_config("tiny", base + [override])
     assert str(err.value) == message

@@ -111,3 +111,18 @@ def test_bad_shard_and_sweep_names():
         parse_shard("2/2")
     with pytest.raises(UserError, match="unknown sweep 'nope'"):
         load_sweep("nope")
+
+
+def test_sweep_rerun_with_other_settings_is_refused_and_names_never_collide(tmp_path):
+    from dlrm_jax.errors import UserError
+    sweep_file = tmp_path / "one.py"
+    sweep_file.write_text('def points(base):\n    return [{"train.examples": 1024}]\n')
+    out = tmp_path / "sweep"
+    rows = run_sweep(str(sweep_file), out, "tiny", log=lambda *a: None)
+    assert [r["status"] for r in rows] == ["done"]
+    with pytest.raises(UserError, match="holds a finished run with a different config \\(model.embed_dim\\)"):
+        run_sweep(str(sweep_file), out, "tiny", ["model.embed_dim=4"], log=lambda *a: None)
+    clash = tmp_path / "clash.py"
+    clash.write_text('def points(base):\n    return [{"seed": 1}, {"synthetic.seed": 1}]\n')
+    with pytest.raises(UserError, match="get the same run name 'seed-1'"):
+        run_sweep(str(clash), tmp_path / "c", "tiny", dry_run=True, log=lambda *a: None)

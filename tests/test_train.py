@@ -61,3 +61,20 @@ def test_finished_run_is_not_retrained_and_config_mismatch_is_refused(tiny_run):
     assert train(cfg, out, progress=False, verbose=False) == json.loads((out / "summary.json").read_text())
     with pytest.raises(UserError, match="different config \\(seed\\)"):
         train(cfg.replace(seed=9), out, progress=False, verbose=False)
+
+
+def test_epochs_repeat_the_same_examples():
+    from dlrm_jax.data import make_source
+    from dlrm_jax.train import _train_batches, schedule_for
+    cfg = C.load_config("tiny", ["train.examples=1024", "train.epochs=3"])
+    sched = schedule_for(cfg)
+    batches = [b.sparse for b in _train_batches(make_source(cfg), cfg, sched, start_step=0)]
+    per_epoch = 1024 // cfg.train.batch_size
+    assert len(batches) == sched.total_steps == 3 * per_epoch
+    for e in (1, 2):
+        for i in range(per_epoch):
+            assert (batches[e * per_epoch + i] == batches[i]).all()
+    assert not (batches[1] == batches[0]).all()
+    # resuming mid-way (step 5 of 12) yields exactly the remaining batches
+    rest = [b.sparse for b in _train_batches(make_source(cfg), cfg, sched, start_step=5)]
+    assert len(rest) == 7 and all((a == b).all() for a, b in zip(rest, batches[5:]))

@@ -154,7 +154,7 @@ def load(data_dir: str | os.PathLike) -> dict:
     path = Path(data_dir) / "manifest.json"
     if not path.is_file():
         raise UserError(f"{data_dir}: no manifest.json; prepare it with "
-                        "`dlrm-scaling data criteo-prepare --src ... --out {data_dir}`")
+                        f"`dlrm-scaling data criteo-prepare --src ... --out {data_dir}`")
     m = json.loads(path.read_text())
     if m.get("format") != FORMAT or m.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} manifest")

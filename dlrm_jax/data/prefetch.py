@@ -40,5 +40,7 @@ def prefetch(it: Iterator[T], size: int = 2) -> Iterator[T]:
             yield item
     finally:
         stop.set()
-        while not q.empty():  # unblock a producer waiting on a full queue
-            q.get_nowait()
+        while thread.is_alive():  # unblock a producer waiting on a full queue, then let it finish
+            while not q.empty():
+                q.get_nowait()
+            thread.join(timeout=0.05)
