@@ -11,7 +11,7 @@ def test_dot_interaction_matches_numpy_reference():
     out = np.asarray(M.dot_interaction(jnp.asarray(x, jnp.float32), jnp.asarray(e, jnp.float32)))
     t = np.concatenate([x[:, None], e], 1)
     want = [np.concatenate([x[b], [t[b, i] @ t[b, j] for i in range(6) for j in range(i)]]) for b in range(3)]
-    np.testing.assert_allclose(out, np.array(want), rtol=1e-5)
+    np.testing.assert_allclose(out, np.array(want), rtol=1e-5, atol=1e-6)
     assert out.shape[1] == M.interaction_width("dot", 5, 4) == 4 + 15
 
 
