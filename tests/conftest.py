@@ -4,12 +4,30 @@ XLA reads the device count when JAX initialises its CPU backend, so the flag is
 set here, before any test module imports jax.
 """
 import os
+import tempfile
 from pathlib import Path
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
+
+from dlrm_jax.compile_cache import ENV, enable_compilation_cache  # noqa: E402
+
+
+def pytest_configure(config):
+    """A compilation cache per test worker, shared with the CLI subprocesses it starts.
+
+    Tiny runs of the same shapes then compile once; per worker, so no two test
+    processes ever write one cache entry at the same time.
+    """
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    path = os.path.join(tempfile.gettempdir(), f"dlrm-scaling-test-cache-{os.getuid()}-{worker or 'main'}")
+    if worker:  # workers inherit the controller's setting; each gets its own
+        os.environ[ENV] = path
+    else:
+        os.environ.setdefault(ENV, path)
+    enable_compilation_cache()
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -20,7 +20,6 @@ views of the memory-mapped shards (copy before writing into them).
 from __future__ import annotations
 
 import os
-import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -30,6 +29,7 @@ import numpy as np
 from ..errors import UserError
 from . import criteo_manifest as manifest_io
 from .base import NUM_DENSE, NUM_SPARSE, Batch
+from .prefetch import prefetch
 
 
 class _Split:
@@ -175,7 +175,7 @@ class CriteoSource:
             raise UserError(f"train_batches: batch_size={batch_size} must split evenly over "
                             f"host_count={host_count} (host_index={host_index})")
         it = self._batches(batch_size, start, stop, host_index, host_count)
-        return it if self.prefetch == 0 else _prefetch(it, self.prefetch)
+        return it if self.prefetch == 0 else prefetch(it, self.prefetch, name="criteo-prefetch")
 
     # -- evaluation ---------------------------------------------------------------
     def eval_batch(self, num_examples: int) -> Batch:
@@ -190,42 +190,3 @@ class CriteoSource:
     def eval_true_probs(self, num_examples: int) -> None:
         return None                      # real clicks: the true probabilities are unknown
 
-
-def _prefetch(it: Iterator[Batch], depth: int) -> Iterator[Batch]:
-    """Run `it` on a background thread, `depth` items ahead; stops with the consumer."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    end = object()
-
-    def work():
-        try:
-            for x in it:
-                while not stop.is_set():
-                    try:
-                        q.put(x, timeout=0.1)
-                        break
-                    except queue.Full:
-                        pass
-                if stop.is_set():
-                    return
-            q.put(end)
-        except BaseException as e:           # re-raised in the consumer
-            q.put(e)
-
-    t = threading.Thread(target=work, daemon=True, name="criteo-prefetch")
-    t.start()
-    try:
-        while True:
-            x = q.get()
-            if x is end:
-                return
-            if isinstance(x, BaseException):
-                raise x
-            yield x
-    finally:
-        stop.set()
-        while t.is_alive():
-            try:
-                q.get(timeout=0.05)
-            except queue.Empty:
-                pass

@@ -6,41 +6,49 @@ import threading
 from typing import Iterator, TypeVar
 
 T = TypeVar("T")
-_DONE = object()
 
 
-def prefetch(it: Iterator[T], size: int = 2) -> Iterator[T]:
+def prefetch(it: Iterator[T], size: int = 2, name: str = "prefetch") -> Iterator[T]:
     """Yield the items of `it`, produced up to `size` ahead by a daemon thread.
 
-    numpy releases the GIL in its kernels, so data generation overlaps the jitted step.
-    An exception in the producer is re-raised in the consumer.
+    numpy releases the GIL in its kernels, so data generation overlaps the jitted
+    step.  An exception in the producer is re-raised in the consumer.  When the
+    consumer stops early (closed, or collected) the producer stops too: its puts
+    time out and re-check the stop flag, so it never sits blocked on a full queue.
     """
     q: queue.Queue = queue.Queue(maxsize=size)
     stop = threading.Event()
+    end = object()
 
     def produce():
         try:
             for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        pass
                 if stop.is_set():
                     return
-                q.put(item)
-            q.put(_DONE)
+            q.put(end)
         except BaseException as err:  # handed to the consumer
             q.put(err)
 
-    thread = threading.Thread(target=produce, daemon=True)
+    thread = threading.Thread(target=produce, daemon=True, name=name)
     thread.start()
     try:
         while True:
             item = q.get()
-            if item is _DONE:
+            if item is end:
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item
     finally:
         stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue, then let it finish
-            while not q.empty():
-                q.get_nowait()
-            thread.join(timeout=0.05)
+        while thread.is_alive():
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
