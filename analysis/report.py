@@ -339,7 +339,7 @@ def render_markdown(fits: dict) -> str:
     """report.md: results first, then the method in enough detail to redo it."""
     m = fits["method"]
     b = m["bootstrap"]
-    L = [f"# Scaling-law report", "",
+    L = ["# Scaling-law report", "",
          f"Source: `{fits['source']}` ({fits['runs']['used']} finished runs). Created {fits['created']}.", "",
          f"Law per scheme: `{fits['law']}`, fitted with a Huber loss (delta {m['huber_delta']:g}) on log "
          f"residuals; intervals are {b['level']:.0%} percentile intervals from {b['samples']} bootstrap "

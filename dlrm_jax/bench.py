@@ -16,7 +16,6 @@ import statistics
 import time
 
 import jax
-import numpy as np
 import optax
 
 from dlrm_jax import accounting, config as config_lib, distributed, embedding as emb_lib, model as model_lib

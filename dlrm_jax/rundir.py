@@ -14,20 +14,24 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temp file beside `path`, fsync, rename: readers see all or nothing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_jsonable(obj), f, indent=2)
-            f.write("\n")
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(_jsonable(obj), indent=2) + "\n")
 
 
 def read_json(path: Path) -> Any:
@@ -83,9 +87,4 @@ class MetricsLog:
 
 
 def write_lines_atomic(path: Path, lines: Iterable[dict]) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        for line in lines:
-            f.write(json.dumps(_jsonable(line)) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(_jsonable(line)) + "\n" for line in lines))

@@ -26,8 +26,6 @@ from dlrm_jax.errors import UserError
 from dlrm_jax.rundir import MetricsLog, read_json, write_json_atomic
 
 LOGS_PER_RUN = 20  # train-loss lines when train.log_every_examples is 0
-# Keys that say how a run is laid out on devices, not what it computes: a run
-# may resume on another mesh or placement (its checkpoints restore onto it).
 
 
 class TrainingDiverged(RuntimeError):

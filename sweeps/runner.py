@@ -21,7 +21,6 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any, Sequence
 
 from dlrm_jax.config import Config, diff as config_diff, from_dict, load_config
 from dlrm_jax.errors import UserError
-from dlrm_jax.rundir import read_json
+from dlrm_jax.rundir import read_json, write_text_atomic
 from sweeps import Sweep, load_sweep
 
 SUMMARY_FIELDS = ("eval_ne", "eval_logloss", "eval_auc", "eval_calibration", "eval_examples", "train_examples",
@@ -82,7 +81,7 @@ def plan(sweep: Sweep, out: Path, preset: str | None, overrides: Sequence[str]) 
                 continue
             raise UserError(f"sweep {sweep.name}: points {seen[name]} and {values} get the same run name {name!r}")
         seen[name] = values
-        sets = [f"{k}={','.join(map(str, v)) if isinstance(v, (tuple, list)) else v}" for k, v in values.items()]
+        sets = [f"{k}={v}" for k, v in _flat_values(values).items()]
         cfg = load_config(preset, [*overrides, *sets])  # fails now, not in the middle of the sweep
         cmd = [sys.executable, "-m", "dlrm_jax", "train", *(["--preset", preset] if preset else [])]
         for s in [*overrides, *sets]:
@@ -208,16 +207,16 @@ def write_results(sweep: Sweep, points: list[Point], out: Path,
                   startup_errors: dict[str, str] | None = None) -> list[dict]:
     """Rebuild results.csv from the run directories; atomic (temp file, rename)."""
     import csv
+    import io
     rows = results_rows(sweep, points, startup_errors)
     columns: list[str] = ["run", "sweep", "status"]
     for r in rows:
         columns += [k for k in r if k not in columns]
     columns = [c for c in columns if c != "error"] + ["error"]
-    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".csv.tmp", dir=out)
-    with os.fdopen(fd, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
-    os.replace(tmp, out / "results.csv")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    write_text_atomic(out / "results.csv", buf.getvalue())
     return rows

@@ -13,6 +13,8 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
+from .prefetch import put_unless_stopped
+
 BLOCK_BYTES = 256 << 10     # parse granularity: ~1,000 Criteo lines, cache-sized
 MAX_LINE_BYTES = 1 << 20    # a "line" longer than this is not Criteo text
 
@@ -192,13 +194,7 @@ def parallel_map(fn: Callable, items: Iterable, threads: int) -> Iterator[tuple]
     def produce():
         try:
             for x in items:
-                while not stop.is_set():
-                    try:
-                        q.put(x, timeout=0.1)
-                        break
-                    except queue.Full:
-                        pass
-                if stop.is_set():
+                if not put_unless_stopped(q, x, stop):
                     return
             q.put(_END)
         except BaseException as e:         # forwarded in order

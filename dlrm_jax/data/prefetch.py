@@ -8,6 +8,21 @@ from typing import Iterator, TypeVar
 T = TypeVar("T")
 
 
+def put_unless_stopped(q: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put `item` on `q`, re-checking `stop` every 0.1 s; False if stopped first.
+
+    A producer thread blocked on a full queue would otherwise never notice that
+    its consumer went away.
+    """
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            pass
+    return False
+
+
 def prefetch(it: Iterator[T], size: int = 2, name: str = "prefetch") -> Iterator[T]:
     """Yield the items of `it`, produced up to `size` ahead by a daemon thread.
 
@@ -23,13 +38,7 @@ def prefetch(it: Iterator[T], size: int = 2, name: str = "prefetch") -> Iterator
     def produce():
         try:
             for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        pass
-                if stop.is_set():
+                if not put_unless_stopped(q, item, stop):
                     return
             q.put(end)
         except BaseException as err:  # handed to the consumer
