@@ -19,7 +19,7 @@ import jax
 import optax
 
 from dlrm_jax import accounting, config as config_lib, distributed, embedding as emb_lib, model as model_lib
-from dlrm_jax import sharding, step as step_lib
+from dlrm_jax import host_memory, sharding, step as step_lib
 from dlrm_jax.data import make_source
 from dlrm_jax.errors import UserError
 
@@ -70,6 +70,7 @@ def bench(cfg: config_lib.Config, batch_size: int | None = None, steps: int = 20
         "platform": jax.devices()[0].platform,
         "device_kind": jax.devices()[0].device_kind,
         "jax_version": jax.__version__,
+        "malloc_keeps_freed_memory": host_memory.active(),
         "steps": steps, "repeats": repeats,
     }
     del state

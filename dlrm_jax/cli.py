@@ -88,8 +88,10 @@ def _run(args) -> int:
         return demo(args.out, workers=args.workers)
     from dlrm_jax.compile_cache import enable_compilation_cache
     from dlrm_jax.config import load_config
+    from dlrm_jax.host_memory import keep_freed_memory
     cfg = load_config(args.preset, args.overrides)
     enable_compilation_cache()
+    keep_freed_memory()  # before the first step: XLA's per-step buffers then reuse pages
     if args.command == "train":
         from dlrm_jax.train import train
         s = train(cfg, args.out, progress=False if args.no_progress else None)
