@@ -50,7 +50,7 @@ def bench(cfg: config_lib.Config, batch_size: int | None = None, steps: int = 20
     state = par.init(0)
     step = par.train_step.lower(state, *batches[0]).compile()
     memory = memory_per_device(step)
-    sparse_rate, state = _time(step, state, batches, steps, repeats)
+    sparse_rate, state, host = _time(step, state, batches, steps, repeats)
     result = {
         "examples_per_s": sparse_rate,
         "batch_size": b,
@@ -71,6 +71,7 @@ def bench(cfg: config_lib.Config, batch_size: int | None = None, steps: int = 20
         "device_kind": jax.devices()[0].device_kind,
         "jax_version": jax.__version__,
         "malloc_keeps_freed_memory": host_memory.active(),
+        "host_per_step": host,   # process-wide minor page faults, user and system CPU seconds
         "steps": steps, "repeats": repeats,
     }
     del state
@@ -103,19 +104,37 @@ def _groups(par) -> list[dict]:
             for g in par.placement.groups]
 
 
-def _time(step, state, batches, steps: int, repeats: int) -> tuple[float, object]:
+def _time(step, state, batches, steps: int, repeats: int) -> tuple[float, object, dict]:
+    """Median examples/s over `repeats` timings, and the host's cost per step over all of them."""
     b = batches[0][0].shape[0]
     for i in range(3):  # compile and warm up
         state, loss = step(state, *batches[i % len(batches)])
     jax.block_until_ready(state)
     rates = []
+    usage0 = _rusage()
     for _ in range(repeats):
         t = time.perf_counter()
         for i in range(steps):
             state, loss = step(state, *batches[i % len(batches)])
         jax.block_until_ready((state, loss))
         rates.append(steps * b / (time.perf_counter() - t))
-    return statistics.median(rates), state
+    usage1 = _rusage()
+    host = {k: (usage1[k] - usage0[k]) / (steps * repeats) for k in usage0}
+    return statistics.median(rates), state, host
+
+
+def _rusage() -> dict:
+    """This process's minor page faults and CPU seconds (user, system) so far; {} without `resource`.
+
+    A step whose temporaries are faulted in afresh shows ~one fault per 4 KiB
+    and system time (see dlrm_jax/host_memory.py), which is how that cost was found.
+    """
+    try:
+        import resource
+    except ImportError:  # not Unix
+        return {}
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return {"minor_page_faults": r.ru_minflt, "user_s": r.ru_utime, "system_s": r.ru_stime}
 
 
 def _bench_dense_embedding(cfg, model, tx, layout, batches, steps, repeats) -> float:
@@ -140,7 +159,7 @@ def _bench_dense_embedding(cfg, model, tx, layout, batches, steps, repeats) -> f
         return (optax.apply_updates(params, up), opt_state, optax.apply_updates(table, ut), emb_state), loss
 
     st = jax.jit(init)(jax.random.PRNGKey(0))
-    rate, _ = _time(jax.jit(dense_step, donate_argnums=0), st, batches, steps, repeats)
+    rate, _, _ = _time(jax.jit(dense_step, donate_argnums=0), st, batches, steps, repeats)
     return rate
 
 
@@ -155,6 +174,11 @@ def format_result(r: dict) -> str:
         lines.append(f"  per device ({r.get('embedding_sharding')} on mesh data={mesh.get('data')} x "
                      f"model={mesh.get('model')}): arguments {_mib(mem['argument'])}, outputs "
                      f"{_mib(mem['output'])}, temporaries {_mib(mem['temp'])}, peak ~{_mib(mem['peak'])}")
+    host = r.get("host_per_step") or {}
+    if host:
+        kept = "kept" if r.get("malloc_keeps_freed_memory") else "returned to the OS (default malloc)"
+        lines.append(f"  host per step: {host['minor_page_faults']:,.0f} page faults, CPU {host['user_s'] * 1e3:.1f} ms "
+                     f"user + {host['system_s'] * 1e3:.1f} ms system; freed memory {kept}")
     if "dense_embedding_examples_per_s" in r:
         d = r["dense_embedding_examples_per_s"]
         lines.append(f"  dense-gradient baseline: {d:,.0f} examples/s (sparse is {r['examples_per_s'] / d:.2f}x)")

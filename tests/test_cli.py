@@ -1,5 +1,6 @@
 """The CLI contract: bad input exits 2 with one clear line; `python -m dlrm_jax` works the same."""
 import json
+import platform
 import subprocess
 import sys
 
@@ -58,6 +59,11 @@ def test_python_m_and_bench_json(tmp_path):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["examples_per_s"] > 0 and result["batch_size"] == 128
+    # The CLI turned on the allocator setting (glibc) and measured the host cost of the timed steps.
+    assert result["malloc_keeps_freed_memory"] == (platform.libc_ver()[0] == "glibc")
+    if sys.platform != "win32":
+        assert set(result["host_per_step"]) == {"minor_page_faults", "user_s", "system_s"}
+        assert result["host_per_step"]["user_s"] > 0
     bad = subprocess.run([sys.executable, "-m", "dlrm_jax", "train", "--preset", "nope", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip() == ("dlrm-scaling train: error: unknown preset 'nope'; "
