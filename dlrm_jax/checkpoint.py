@@ -12,12 +12,16 @@ only in zero padding rows at the end; those are added or dropped on restore.
 A layout whose tables sit elsewhere (table placement over another number of
 devices) is refused with a clear message rather than restored wrongly.
 
+Each checkpoint also records the run's time so far (`RunTime`), so a resumed
+run's `wall_s` and `examples_per_s` cover every process it took, not the last.
+
 Orbax refuses zero-size arrays (SGD's empty accumulator), so they are stored
 as a one-element stand-in and given back empty.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -27,6 +31,21 @@ from dlrm_jax import placement
 from dlrm_jax.errors import UserError
 
 LAYOUT_KEY = "embedding_layout"
+RUN_TIME_KEY = "run_time"
+
+
+class RunTime(NamedTuple):
+    """A run's time up to a checkpoint, summed over the processes that trained it.
+
+    wall_s: seconds from each process's start to the checkpoint (compiles, evals
+    and checkpoints included); train_s and timed_steps: the steps that throughput
+    counts (each process's first, compiling step, evals and checkpoints excluded).
+    Work done after the checkpoint by a process that was then killed is lost and
+    not counted.
+    """
+    wall_s: float = 0.0
+    train_s: float = 0.0
+    timed_steps: int = 0
 
 
 class Checkpointer:
@@ -39,16 +58,27 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state, layout: dict | None = None) -> None:
-        """`layout`: the state's embedding layout (`Parallel.layout`), kept with the checkpoint."""
+    def save(self, step: int, state, layout: dict | None = None, run_time: RunTime | None = None) -> None:
+        """`layout`: the state's embedding layout (`Parallel.layout`); `run_time`: the run's time so far.
+        Both are kept with the checkpoint."""
         state = jax.tree.map(lambda x: _EMPTY if x.size == 0 else x, state)
-        self._manager.save(step, args=ocp.args.StandardSave(state), force=True,
-                           custom_metadata={LAYOUT_KEY: layout} if layout is not None else None)
+        custom = {LAYOUT_KEY: layout} if layout is not None else {}
+        if run_time is not None:
+            custom[RUN_TIME_KEY] = run_time._asdict()
+        self._manager.save(step, args=ocp.args.StandardSave(state), force=True, custom_metadata=custom or None)
         self._manager.wait_until_finished()
 
+    def _custom_metadata(self, step: int) -> dict:
+        return self._manager.metadata(step).custom_metadata or {}
+
     def saved_layout(self, step: int) -> dict | None:
-        custom = self._manager.metadata(step).custom_metadata or {}
-        return custom.get(LAYOUT_KEY)
+        return self._custom_metadata(step).get(LAYOUT_KEY)
+
+    def saved_run_time(self, step: int) -> RunTime:
+        """The run time recorded with `step`; zeros for a checkpoint that has none."""
+        saved = self._custom_metadata(step).get(RUN_TIME_KEY) or {}
+        return RunTime(float(saved.get("wall_s", 0.0)), float(saved.get("train_s", 0.0)),
+                       int(saved.get("timed_steps", 0)))
 
     def restore(self, step: int, like, layout: dict | None = None):
         """Restore `step` into the structure, dtypes and shardings of `like` (arrays or ShapeDtypeStructs).

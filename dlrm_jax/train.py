@@ -115,8 +115,10 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     ckpt = checkpoint.Checkpointer(run_dir / "checkpoints", keep=cfg.checkpoint.keep)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl") if primary else _NoMetricsLog()
     start_step = ckpt.latest_step() or 0
+    before = checkpoint.RunTime()  # the time earlier processes spent up to the restored checkpoint
     if start_step:
         state = ckpt.restore(start_step, state, layout=par.layout)
+        before = ckpt.saved_run_time(start_step)
         log(f"{run_dir}: resuming from step {start_step} ({start_step * sched.batch_size} examples)")
     metrics_log.truncate_after(start_step * sched.batch_size)
 
@@ -136,6 +138,13 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     loss_sum, loss_steps, final_eval, error = jnp.zeros(()), 0, None, None
     t_loop = None  # throughput is timed from the end of the first (compiling) step ...
     t_paused = 0.0  # ... without the time spent in evals and checkpoints
+
+    def run_time(step: int, now: float) -> checkpoint.RunTime:
+        """The run's time at `step`, this process's share (timed up to `now`) added to `before`."""
+        timed = max(0, step - start_step - 1)
+        train_s = now - t_loop - t_paused if t_loop is not None else 0.0
+        return checkpoint.RunTime(before.wall_s + time.time() - t_start, before.train_s + train_s,
+                                  before.timed_steps + timed)
     try:
         for step in range(start_step + 1, sched.total_steps + 1):
             state, loss = train_step(state, *next(batches))
@@ -156,17 +165,20 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
             t_pause = time.time()
             if sched.is_eval_step(step):
                 final_eval = evaluate(state)
-                metrics_log.write(event(step, **final_eval, wall_s=time.time() - t_start))
+                metrics_log.write(event(step, **final_eval, wall_s=run_time(step, t_pause).wall_s))
             if sched.is_checkpoint_step(step):
-                ckpt.save(step, state, layout=par.layout)
+                ckpt.save(step, state, layout=par.layout, run_time=run_time(step, t_pause))
             t_paused += time.time() - t_pause
     except TrainingDiverged as err:
         error = str(err)
+    except BaseException:  # interrupted (a notebook's KeyboardInterrupt): leave no Orbax threads behind
+        ckpt.close()
+        raise
     finally:
         bar.close()
-    timed_steps = sched.total_steps - start_step - 1
-    examples_per_s = (timed_steps * sched.batch_size / (time.time() - t_loop - t_paused)
-                      if t_loop is not None and timed_steps > 0 and not error else None)
+    total_time = run_time(sched.total_steps, time.time())
+    examples_per_s = (total_time.timed_steps * sched.batch_size / total_time.train_s
+                      if total_time.timed_steps > 0 and total_time.train_s > 0 and not error else None)
 
     # ---------------------------------------------------------------- summary
     if error is None and final_eval is None:  # resumed after the final checkpoint
@@ -183,7 +195,7 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
         "train_flops": acct.flops_per_example * sched.total_steps * sched.batch_size,
         "embedding_bytes_per_example": acct.embedding_bytes_per_example,
         "examples_per_s": examples_per_s,
-        "wall_s": time.time() - t_start,
+        "wall_s": run_time(sched.total_steps, time.time()).wall_s,
         "bayes_ne": bayes,
         "seed": cfg.seed,
         "devices": par.devices,

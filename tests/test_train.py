@@ -78,3 +78,53 @@ def test_epochs_repeat_the_same_examples():
     # resuming mid-way (step 5 of 12) yields exactly the remaining batches
     rest = [b.sparse for b in _train_batches(make_source(cfg), cfg, sched, start_step=5)]
     assert len(rest) == 7 and all((a == b).all() for a, b in zip(rest, batches[5:]))
+
+
+def test_resumed_run_counts_the_time_of_the_processes_before_it(tmp_path, monkeypatch):
+    """wall_s and examples_per_s of a resumed run include the time its checkpoint recorded."""
+    import sys
+    import time
+    import types
+
+    from dlrm_jax import checkpoint
+
+    train_module = sys.modules[train.__module__]
+    cfg = C.load_config("tiny", ["checkpoint.every_examples=8192", "train.eval_every_examples=8192"])
+    out = tmp_path / "r"
+    clock = {"now": time.time()}
+
+    def slow_clock():  # the first process sees 1000 s pass between any two readings
+        clock["now"] += 1000.0
+        return clock["now"]
+
+    class Preempted(Exception):
+        pass
+
+    real_save = checkpoint.Checkpointer.save
+
+    def save_then_die(self, *args, **kwargs):
+        real_save(self, *args, **kwargs)
+        raise Preempted
+
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "time", types.SimpleNamespace(time=slow_clock))
+        m.setattr(checkpoint.Checkpointer, "save", save_then_die)
+        with pytest.raises(Preempted):
+            train(cfg, out, progress=False, verbose=False)
+    ckpt = checkpoint.Checkpointer(out / "checkpoints")
+    step = ckpt.latest_step()
+    saved = ckpt.saved_run_time(step)
+    ckpt.close()
+    b = cfg.train.batch_size
+    assert step == 8192 // b and saved.timed_steps == step - 1  # the compiling first step is not timed
+    assert saved.wall_s >= 2000 and saved.train_s >= 1000
+
+    summary = train(cfg, out, progress=False, verbose=False)   # resumes with the real clock
+    assert summary["status"] == "done"
+    assert saved.wall_s < summary["wall_s"] < saved.wall_s + 300
+    # Steps timed: all but each process's first; seconds: the slow first process's plus this one's.
+    timed = cfg.train.examples // b - 2
+    assert timed * b / (saved.train_s + 300) < summary["examples_per_s"] < timed * b / saved.train_s
+    evals = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    walls = [x["wall_s"] for x in evals if "eval_ne" in x]
+    assert len(walls) == 2 and saved.wall_s - 1000 <= walls[0] <= saved.wall_s < walls[1]
