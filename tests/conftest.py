@@ -7,7 +7,14 @@ import os
 import tempfile
 from pathlib import Path
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+# The 8 fake devices' collectives meet in a rendezvous that XLA aborts the whole
+# process on (SIGABRT, "Termination timeout ... exceeded") when one device thread
+# arrives late.  On a loaded 2-core machine a thread can be starved that long: it
+# crashed a test worker while the VM ran other jobs (reproduced with the timeout
+# at 2 s).  Tests wait up to 10 minutes instead; a real deadlock still ends.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+                           " --xla_cpu_collective_call_warn_stuck_timeout_seconds=120"
+                           " --xla_cpu_collective_call_terminate_timeout_seconds=600").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
