@@ -13,10 +13,15 @@ SUMMARY_KEYS = {"status", "error", "eval_ne", "eval_logloss", "eval_auc", "eval_
 METRICS = ("eval_ne", "eval_logloss", "eval_auc", "eval_calibration")
 
 
+def tiny(*overrides):
+    """The tiny preset on one device (tests/conftest.py: sharding has its own tests)."""
+    return C.load_config("tiny", ["mesh.data=1", *overrides])
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    cfg = C.load_config("tiny", ["train.eval_every_examples=8192"])
+    cfg = tiny("train.eval_every_examples=8192")
     return cfg, out, train(cfg, out, progress=False, verbose=False)
 
 
@@ -66,7 +71,7 @@ def test_finished_run_is_not_retrained_and_config_mismatch_is_refused(tiny_run):
 def test_epochs_repeat_the_same_examples():
     from dlrm_jax.data import make_source
     from dlrm_jax.train import _train_batches, schedule_for
-    cfg = C.load_config("tiny", ["train.examples=1024", "train.epochs=3"])
+    cfg = tiny("train.examples=1024", "train.epochs=3")
     sched = schedule_for(cfg)
     batches = [b.sparse for b in _train_batches(make_source(cfg), cfg, sched, start_step=0)]
     per_epoch = 1024 // cfg.train.batch_size
@@ -89,7 +94,7 @@ def test_resumed_run_counts_the_time_of_the_processes_before_it(tmp_path, monkey
     from dlrm_jax import checkpoint
 
     train_module = sys.modules[train.__module__]
-    cfg = C.load_config("tiny", ["checkpoint.every_examples=8192", "train.eval_every_examples=8192"])
+    cfg = tiny("checkpoint.every_examples=8192", "train.eval_every_examples=8192")
     out = tmp_path / "r"
     clock = {"now": time.time()}
 
