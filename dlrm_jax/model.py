@@ -52,11 +52,6 @@ def dot_interaction(x: jax.Array, emb: jax.Array) -> jax.Array:
     return jnp.concatenate([x, pairwise_dots(t)], axis=1)
 
 
-def _triangle(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (i, j), i > j, row-major, as np.tril_indices(n, -1)."""
-    return np.tril_indices(n, k=-1)
-
-
 @jax.custom_vjp
 def pairwise_dots(t: jax.Array) -> jax.Array:
     """t [B, N, D] -> [B, N(N-1)/2]: t_i . t_j for i > j, in np.tril_indices(N, -1) order.
@@ -74,14 +69,14 @@ def pairwise_dots(t: jax.Array) -> jax.Array:
 
 def _pairwise_dots_fwd(t):
     n = t.shape[1]
-    li, lj = _triangle(n)
+    li, lj = np.tril_indices(n, k=-1)
     z = jnp.einsum("bid,bjd->bij", t, t)                        # [B, N, N]
     return z.reshape(z.shape[0], n * n)[:, li * n + lj], t
 
 
 def _pairwise_dots_bwd(t, g):
     b, n = t.shape[0], t.shape[1]
-    li, lj = _triangle(n)
+    li, lj = np.tril_indices(n, k=-1)
     source = np.full(n * n, len(li))                       # the diagonal reads a zero column
     source[li * n + lj] = source[lj * n + li] = np.arange(len(li))
     g_ext = jnp.concatenate([g, jnp.zeros((b, 1), g.dtype)], axis=1)
