@@ -19,7 +19,7 @@ import jax
 import optax
 
 from dlrm_jax import accounting, config as config_lib, distributed, embedding as emb_lib, model as model_lib
-from dlrm_jax import host_memory, sharding, step as step_lib
+from dlrm_jax import host_memory, parallel, step as step_lib
 from dlrm_jax.data import make_source
 from dlrm_jax.errors import UserError
 
@@ -45,7 +45,7 @@ def bench(cfg: config_lib.Config, batch_size: int | None = None, steps: int = 20
     tx = step_lib.dense_optimizer(cfg.train)
     acct = accounting.account(cfg.model, layout.rows, cfg.embedding.optimizer)
 
-    par = sharding.parallelize(cfg, model, tx, layout)
+    par = parallel.parallelize(cfg, model, tx, layout)
     batches = [tuple(jax.device_put(x) for x in par.put_batch(batch)) for batch in host_batches]
     state = par.init(0)
     step = par.train_step.lower(state, *batches[0]).compile()
@@ -150,7 +150,7 @@ def _bench_dense_embedding(cfg, model, tx, layout, batches, steps, repeats) -> f
         params, opt_state, table, emb_state = st
 
         def loss_fn(params, table):
-            rows = emb_lib.lookup(table, layout.global_ids(sparse))
+            rows = emb_lib.lookup(table, layout.concatenated_ids(sparse))
             return step_lib.bce_loss(model.apply({"params": params}, dense, rows), labels)
 
         loss, (gp, gt) = jax.value_and_grad(loss_fn, argnums=(0, 1))(params, table)

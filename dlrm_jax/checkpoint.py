@@ -5,7 +5,7 @@ a rename) before training goes on, so a run killed at any moment resumes from
 its newest complete checkpoint.  Restoring takes an abstract state whose leaves
 carry shardings, so a checkpoint restores onto any mesh.
 
-Each checkpoint records its embedding layout (`placement.Placement.describe`):
+Each checkpoint records its embedding layout (`embedding.placement.Placement.describe`):
 the groups, their features and row offsets.  A sharded group's rows are padded
 to a multiple of its shards, so the same tables on another mesh may differ
 only in zero padding rows at the end; those are added or dropped on restore.
@@ -27,7 +27,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from dlrm_jax import placement
+from dlrm_jax.embedding import placement
 from dlrm_jax.errors import UserError
 
 LAYOUT_KEY = "embedding_layout"

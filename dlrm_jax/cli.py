@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         from analysis.cli import main as analyze_main
         return analyze_main(argv[1:])
     if argv[:2] == ["data", "criteo-prepare"]:
-        from dlrm_jax.data.criteo_prepare import main as prepare_main
+        from dlrm_jax.data.criteo.prepare import main as prepare_main
         return prepare_main(argv[2:])
     args = _parser().parse_args(argv)
     try:

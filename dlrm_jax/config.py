@@ -10,25 +10,24 @@ use them) are listed in DESIGN.md section 3.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
-import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
+from dlrm_jax.data.criteo.table_sizes import KAGGLE_TABLE_ROWS, MLPERF_TABLE_ROWS
 from dlrm_jax.errors import UserError
+from dlrm_jax.overrides import coerce, flatten, split_assignment
 
-# Criteo Kaggle (Display Advertising Challenge) rows per categorical feature,
-# as counted by the reference DLRM (facebookresearch/dlrm, kaggle day-based).
-KAGGLE_TABLE_ROWS = (
-    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593,
-    3194, 27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105,
-    142572)
-# Criteo 1TB as used by MLPerf DLRM (ids hashed with max-ind-range 40M).
-MLPERF_TABLE_ROWS = (
-    39884406, 39043, 17289, 7420, 20263, 3, 7120, 1543, 63, 38532951, 2953546,
-    403346, 10, 2208, 11938, 155, 4, 976, 14, 39979771, 25641295, 39664984,
-    585935, 12972, 108, 36)
+# Allowed values of the string options, declared once: the override parser
+# checks them, and the modules that branch on them read them from here.
+DenseOptimizer = Literal["adam", "adagrad", "sgd"]
+Decay = Literal["none", "cosine", "linear"]
+Interaction = Literal["dot", "cat"]
+ComputeDtype = Literal["float32", "bfloat16"]
+EmbeddingOptimizer = Literal["sgd", "adagrad", "rowwise_adagrad"]
+Sharding = Literal["replicated", "row", "table", "auto"]
 
 
 @dataclass(frozen=True)
@@ -36,10 +35,10 @@ class TrainConfig:
     examples: int = 1 << 20          # training examples (one pass unless epochs > 1)
     batch_size: int = 1024           # global batch
     epochs: int = 1                  # passes over a finite data set
-    optimizer: str = "adam"          # dense params: adam | adagrad | sgd
+    optimizer: DenseOptimizer = "adam"  # dense params
     learning_rate: float = 1e-3      # dense params peak learning rate
     warmup_examples: int = 0         # linear warm-up of the dense learning rate
-    decay: str = "none"              # none | cosine | linear (to 0 at the end)
+    decay: Decay = "none"            # cosine and linear decay to 0 at the end
     log_every_examples: int = 0      # train-loss log interval (0: ~20 per run)
     eval_every_examples: int = 0     # eval interval (0: only at the end)
 
@@ -56,18 +55,18 @@ class ModelConfig:
     table_rows: int | tuple[int, ...] = 0          # per-feature rows, or one cap (0: no cap)
     bottom_mlp: tuple[int, ...] = (64, 32)         # hidden sizes; output = embed_dim
     top_mlp: tuple[int, ...] = (64, 32)            # hidden sizes; then 1 logit
-    interaction: str = "dot"                       # dot | cat
-    compute_dtype: str = "float32"                 # float32 | bfloat16 (MLPs, interaction)
+    interaction: Interaction = "dot"
+    compute_dtype: ComputeDtype = "float32"        # MLPs and interaction
 
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
-    optimizer: str = "rowwise_adagrad"   # sgd | adagrad | rowwise_adagrad
+    optimizer: EmbeddingOptimizer = "rowwise_adagrad"
     learning_rate: float = 0.05
     eps: float = 1e-8                    # Adagrad: update = g / sqrt(acc + eps)
     initial_accumulator: float = 0.0
     init_scale: float = 0.0              # 0: uniform(+-1/sqrt(rows)) as reference DLRM
-    sharding: str = "auto"               # replicated | row | table | auto
+    sharding: Sharding = "auto"          # dlrm_jax/embedding/placement.py says what each does
     replicate_below_rows: int = 65536    # auto: tables smaller than this are replicated
 
 
@@ -177,21 +176,21 @@ def load_config(preset: str | None = None, overrides: Sequence[str] | Mapping[st
             raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         cfg = apply_overrides(cfg, PRESETS[preset])
     if not isinstance(overrides, Mapping):
-        overrides = dict(_split_assignment(s) for s in overrides)
+        overrides = dict(split_assignment(s) for s in overrides)
     return apply_overrides(cfg, overrides)
 
 
 def from_dict(d: Mapping[str, Any]) -> Config:
     """Inverse of `Config.to_dict` (reads config.json); unknown keys are errors."""
-    return apply_overrides(Config(), dict(_flatten(d)))
+    return apply_overrides(Config(), dict(flatten(d)))
 
 
 def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
     groups: dict[str, dict[str, Any]] = {}
     top: dict[str, Any] = {}
     for key, raw in overrides.items():
-        ftype, group = _field_type(key)
-        value = _coerce(key, raw, ftype)
+        ftype, group = field_type(key)
+        value = coerce(key, raw, ftype)
         if group is None:
             top[key] = value
         else:
@@ -216,8 +215,6 @@ def validate(cfg: Config) -> None:
     need(t.batch_size <= t.examples * t.epochs,
          f"train.batch_size ({t.batch_size}) is larger than the training examples ({t.examples * t.epochs})")
     need(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
-    need(t.optimizer in ("adam", "adagrad", "sgd"), f"train.optimizer must be adam, adagrad or sgd, got {t.optimizer!r}")
-    need(t.decay in ("none", "cosine", "linear"), f"train.decay must be none, cosine or linear, got {t.decay!r}")
     need(t.learning_rate > 0, f"train.learning_rate must be positive, got {t.learning_rate}")
     for k in ("warmup_examples", "log_every_examples", "eval_every_examples"):
         need(getattr(t, k) >= 0, f"train.{k} must be >= 0, got {getattr(t, k)}")
@@ -228,12 +225,6 @@ def validate(cfg: Config) -> None:
     need(all(r >= 0 for r in rows) and (not isinstance(m.table_rows, tuple) or all(r > 0 for r in rows)),
          f"model.table_rows must be positive, got {m.table_rows}")
     need(all(h > 0 for h in m.bottom_mlp + m.top_mlp), "model.bottom_mlp and model.top_mlp sizes must be positive")
-    need(m.interaction in ("dot", "cat"), f"model.interaction must be dot or cat, got {m.interaction!r}")
-    need(m.compute_dtype in ("float32", "bfloat16"), f"model.compute_dtype must be float32 or bfloat16, got {m.compute_dtype!r}")
-    need(e.optimizer in ("sgd", "adagrad", "rowwise_adagrad"),
-         f"embedding.optimizer must be sgd, adagrad or rowwise_adagrad, got {e.optimizer!r}")
-    need(e.sharding in ("replicated", "row", "table", "auto"),
-         f"embedding.sharding must be replicated, row, table or auto, got {e.sharding!r}")
     need(e.learning_rate > 0, f"embedding.learning_rate must be positive, got {e.learning_rate}")
     for k in ("eps", "initial_accumulator", "init_scale"):
         need(getattr(e, k) >= 0, f"embedding.{k} must be >= 0, got {getattr(e, k)}")
@@ -263,28 +254,14 @@ def validate(cfg: Config) -> None:
     need(cfg.checkpoint.keep >= 1, f"checkpoint.keep must be >= 1, got {cfg.checkpoint.keep}")
 
 
-# --------------------------------------------------------------------------- parsing
-
-def _split_assignment(s: str) -> tuple[str, str]:
-    if "=" not in s:
-        raise UserError(f"--set expects key=value, got {s!r}")
-    k, v = s.split("=", 1)
-    return k.strip(), v.strip()
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = ""):
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            yield from _flatten(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
-
+# --------------------------------------------------------------------------- keys
 
 def all_keys() -> list[str]:
-    return [k for k, _ in _flatten(Config().to_dict())]
+    return [k for k, _ in flatten(Config().to_dict())]
 
 
-def _field_type(key: str) -> tuple[Any, str | None]:
+def field_type(key: str) -> tuple[Any, str | None]:
+    """(type, group) of a dotted key; UserError naming the closest key if there is none."""
     hints = typing.get_type_hints(Config)
     parts = key.split(".")
     if len(parts) == 1 and parts[0] in hints and not dataclasses.is_dataclass(hints[parts[0]]):
@@ -293,87 +270,8 @@ def _field_type(key: str) -> tuple[Any, str | None]:
         sub = typing.get_type_hints(hints[parts[0]])
         if parts[1] in sub:
             return sub[parts[1]], parts[0]
-    raise UserError(f"unknown config key {key!r}" + _suggest(key))
-
-
-def _suggest(key: str) -> str:
-    import difflib
     close = difflib.get_close_matches(key, all_keys(), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _coerce(key: str, raw: Any, ftype: Any) -> Any:
-    """A raw value (CLI string or JSON value) into the field's type, or UserError."""
-    options = typing.get_args(ftype) if _is_union(ftype) else (ftype,)
-    errors = []
-    # Prefer the scalar reading of "5" for `int | tuple[int, ...]`.
-    for opt in options:
-        try:
-            return _coerce_one(raw, opt)
-        except (ValueError, TypeError) as err:
-            errors.append(str(err))
-    want = " or ".join(_type_name(o) for o in options)
-    raise UserError(f"bad value for {key}: {raw!r} is not {want}")
-
-
-def _is_union(t: Any) -> bool:
-    return typing.get_origin(t) in (typing.Union, types.UnionType)
-
-
-def _type_name(t: Any) -> str:
-    if typing.get_origin(t) is tuple:
-        return "a comma-separated list of ints"
-    return {int: "an int", float: "a number", str: "a string", bool: "true/false"}.get(t, str(t))
-
-
-def _coerce_one(raw: Any, t: Any) -> Any:
-    if typing.get_origin(t) is tuple:
-        (elem, _) = typing.get_args(t)
-        if isinstance(raw, str):
-            raw = raw.strip("[]() ")
-            items = [x for x in raw.replace(" ", "").split(",") if x != ""]
-        elif isinstance(raw, (list, tuple)):
-            items = list(raw)
-        else:
-            raise TypeError("not a list")
-        return tuple(_coerce_one(x, elem) for x in items)
-    if t is bool:
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.lower() in ("true", "1", "yes", "false", "0", "no"):
-            return raw.lower() in ("true", "1", "yes")
-        raise ValueError("not a bool")
-    if t is int:
-        if isinstance(raw, bool):
-            raise TypeError("bool is not int")
-        if isinstance(raw, int):
-            return raw
-        if isinstance(raw, float) and raw.is_integer():
-            return int(raw)
-        if isinstance(raw, str):
-            s = raw.replace("_", "")
-            if "**" in s or s.startswith("2^"):  # 2**20 is how people write example counts
-                base, exp = s.split("**", 1) if "**" in s else ("2", s[2:])
-                if int(exp) < 0:
-                    raise ValueError("negative exponent")
-                return int(base) ** int(exp)
-            try:
-                return int(s)
-            except ValueError:
-                f = float(s)  # accepts 1e6
-                if f.is_integer():
-                    return int(f)
-                raise
-        raise TypeError("not an int")
-    if t is float:
-        if isinstance(raw, bool):
-            raise TypeError("bool is not float")
-        return float(raw)
-    if t is str:
-        if not isinstance(raw, str):
-            raise TypeError("not a string")
-        return raw
-    raise TypeError(f"unsupported type {t}")
+    raise UserError(f"unknown config key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
 
 
 # Keys that say where a run computes, not what it computes: a run may resume on
@@ -383,7 +281,7 @@ PLACEMENT_KEYS = ("mesh.", "distributed.", "embedding.sharding", "embedding.repl
 
 def diff(a: Config, b: Config, ignore: tuple[str, ...] = PLACEMENT_KEYS) -> list[str]:
     """Dotted keys whose values differ between two configs, except those starting with `ignore`."""
-    fa, fb = dict(_flatten(a.to_dict())), dict(_flatten(b.to_dict()))
+    fa, fb = dict(flatten(a.to_dict())), dict(flatten(b.to_dict()))
     return [k for k, v in fb.items() if fa.get(k) != v and not k.startswith(ignore)]
 
 

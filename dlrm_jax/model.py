@@ -5,7 +5,7 @@
     [B, I] --top MLP--> logit [B]
 
 The embedding rows come in as an input, looked up by the sparse arch
-(dlrm_jax/embedding.py): tables are not Flax params, so optax never sees them
+(dlrm_jax/embedding/): tables are not Flax params, so optax never sees them
 and gradients w.r.t. the rows stay [B, F, D] (DESIGN.md section 2).
 
 Names follow TorchRec's DLRM: dense arch (bottom MLP), interaction, over arch

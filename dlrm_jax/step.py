@@ -1,8 +1,10 @@
 """Train state, the pure train step and the eval forward pass.
 
 Shapes: B batch, F = 26 sparse features, D embed dim, R total table rows.
-The functions here are pure; `dlrm_jax/train.py` jits them with shardings and
-donated state buffers.
+The functions here are pure; `dlrm_jax/parallel.py` jits them with shardings
+and donated state buffers.  The embedding tables are reached only through a
+backend's `init`, `lookup` and `update` (`embedding/single_device.py` states
+the seam), so the same step runs on one device or a mesh.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from dlrm_jax import embedding as emb_lib
+from dlrm_jax.embedding import tables as emb_lib
+from dlrm_jax.embedding.single_device import as_backend
 from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE
 
 
@@ -41,13 +44,12 @@ def dense_optimizer(train_cfg) -> optax.GradientTransformation:
     return make(schedule)
 
 
-def init_state(key: jax.Array, model, tx: optax.GradientTransformation, layout: emb_lib.EmbeddingLayout,
-               emb_cfg, init_embedding: Callable = emb_lib.init_embedding) -> TrainState:
-    """`init_embedding(key, layout, optimizer, init_scale, initial_accumulator)` builds the tables;
-    a placement (dlrm_jax/placement.py) passes its own to lay them out in groups."""
+def init_state(key: jax.Array, model, tx: optax.GradientTransformation, embedding, emb_cfg) -> TrainState:
+    """The initial state; `embedding` is a backend (or an EmbeddingLayout: the single-device one)."""
+    backend = as_backend(embedding)
     k_dense, k_emb = jax.random.split(key)
-    params = model.init(k_dense, jnp.zeros((1, NUM_DENSE)), jnp.zeros((1, NUM_SPARSE, layout.dim)))["params"]
-    emb = init_embedding(k_emb, layout, emb_cfg.optimizer, emb_cfg.init_scale, emb_cfg.initial_accumulator)
+    params = model.init(k_dense, jnp.zeros((1, NUM_DENSE)), jnp.zeros((1, NUM_SPARSE, backend.dim)))["params"]
+    emb = backend.init(k_emb, emb_cfg.optimizer, emb_cfg.init_scale, emb_cfg.initial_accumulator)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), emb=emb)
 
 
@@ -55,20 +57,18 @@ def bce_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
 
 
-def make_train_step(model, tx: optax.GradientTransformation, layout: emb_lib.EmbeddingLayout,
-                    emb_cfg, lookup: Callable = emb_lib.lookup,
-                    update: Callable = emb_lib.sparse_update) -> Callable:
+def make_train_step(model, tx: optax.GradientTransformation, embedding, emb_cfg) -> Callable:
     """(state, dense [B,13], sparse [B,F], labels [B]) -> (state, loss).
 
     The gradient is taken w.r.t. the dense params and the looked-up rows
-    [B, F, D] only; `update` applies the sparse optimizer to touched rows.
-    `lookup` and `update` are parameters so a sharded placement can swap in
-    its own collectives without touching this step.
+    [B, F, D] only; the backend's `update` applies the sparse optimizer to
+    touched rows.  `embedding` is a backend (or an EmbeddingLayout: the
+    single-device one).
     """
+    backend = as_backend(embedding)
 
     def train_step(state: TrainState, dense, sparse, labels):
-        ids = layout.global_ids(sparse)                              # [B, F]
-        rows = lookup(state.emb.table, ids)                          # [B, F, D]
+        rows = backend.lookup(state.emb.table, sparse)               # [B, F, D]
 
         def loss_fn(params, rows):
             return bce_loss(model.apply({"params": params}, dense, rows), labels)
@@ -76,16 +76,17 @@ def make_train_step(model, tx: optax.GradientTransformation, layout: emb_lib.Emb
         loss, (g_params, g_rows) = jax.value_and_grad(loss_fn, argnums=(0, 1))(state.params, rows)
         updates, opt_state = tx.update(g_params, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        emb = update(state.emb, ids, g_rows, emb_cfg.optimizer, emb_cfg.learning_rate, emb_cfg.eps)
+        emb = backend.update(state.emb, sparse, g_rows, emb_cfg.optimizer, emb_cfg.learning_rate, emb_cfg.eps)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state, emb=emb), loss
 
     return train_step
 
 
-def make_predict(model, layout: emb_lib.EmbeddingLayout, lookup: Callable = emb_lib.lookup) -> Callable:
+def make_predict(model, embedding) -> Callable:
     """(params, table, dense [B,13], sparse [B,F]) -> logits [B]."""
+    backend = as_backend(embedding)
 
     def predict(params, table, dense, sparse):
-        return model.apply({"params": params}, dense, lookup(table, layout.global_ids(sparse)))
+        return model.apply({"params": params}, dense, backend.lookup(table, sparse))
 
     return predict

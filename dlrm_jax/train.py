@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlrm_jax import accounting, checkpoint, config as config_lib, distributed, embedding as emb_lib
-from dlrm_jax import metrics as metrics_lib, model as model_lib, sharding, step as step_lib
+from dlrm_jax import metrics as metrics_lib, model as model_lib, parallel, step as step_lib
 from dlrm_jax.data import make_source
 from dlrm_jax.data.prefetch import prefetch
 from dlrm_jax.errors import UserError
@@ -106,7 +106,7 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     layout = emb_lib.layout_for(source.table_sizes, cfg.model.embed_dim)
     acct = accounting.account(cfg.model, layout.rows, cfg.embedding.optimizer)
     tx = step_lib.dense_optimizer(cfg.train)
-    par = sharding.parallelize(cfg, model, tx, layout)  # mesh and placement: bad ones fail before compiling
+    par = parallel.parallelize(cfg, model, tx, layout)  # mesh and placement: bad ones fail before compiling
     if primary:
         _write_run_dir(run_dir, cfg, resuming)
         _lock_run_dir(run_dir)

@@ -32,9 +32,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pandas as pd  # noqa: E402
 
-from dlrm_jax.data import criteo_format as cf  # noqa: E402
-from dlrm_jax.data.criteo_prepare import PrepareOptions, prepare  # noqa: E402
-from dlrm_jax.data.criteo_source import CriteoSource  # noqa: E402
+from dlrm_jax.data.criteo import format as cf  # noqa: E402
+from dlrm_jax.data.criteo.prepare import PrepareOptions, prepare  # noqa: E402
+from dlrm_jax.data.criteo.source import CriteoSource  # noqa: E402
 
 
 def best(fn, repeats: int) -> float:

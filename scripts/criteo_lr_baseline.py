@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dlrm_jax.data.criteo_source import CriteoSource  # noqa: E402
+from dlrm_jax.data.criteo.source import CriteoSource  # noqa: E402
 from dlrm_jax.metrics import evaluate_logits  # noqa: E402
 
 

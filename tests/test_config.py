@@ -10,7 +10,7 @@ def test_presets_have_the_published_shapes():
     k = C.load_config("criteo-kaggle")
     assert k.model.embed_dim == 16 and k.model.bottom_mlp == (512, 256, 64) and k.model.top_mlp == (512, 256)
     assert k.synthetic.cardinalities == C.KAGGLE_TABLE_ROWS and len(C.KAGGLE_TABLE_ROWS) == 26
-    from dlrm_jax.data.synthetic import table_rows_for
+    from dlrm_jax.data.hashing import table_rows_for
     assert table_rows_for(k.model.table_rows, C.KAGGLE_TABLE_ROWS) == C.KAGGLE_TABLE_ROWS
     m = C.load_config("criteo-mlperf")
     assert m.model.embed_dim == 128 and m.model.bottom_mlp == (512, 256)

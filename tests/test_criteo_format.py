@@ -3,7 +3,7 @@ reference line parser, every field kind, every bad-row reason."""
 import numpy as np
 import pytest
 
-from dlrm_jax.data import criteo_format as cf
+from dlrm_jax.data.criteo import format as cf
 
 
 def line(label="1", dense=None, cats=None) -> bytes:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlrm_jax.data import criteo_format as cf
-from dlrm_jax.data.criteo_prepare import PrepareOptions, main, prepare
+from dlrm_jax.data.criteo import format as cf
+from dlrm_jax.data.criteo.prepare import PrepareOptions, main, prepare
 from dlrm_jax.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def test_min_count_vocabulary(tmp_path):
     m = prepare([tmp_path / "a.tsv"], tmp_path / "o", PrepareOptions(
         split="random:0.7,0.3:1", min_count=3, rows_per_shard=100))
     parsed = [cf.parse_line(ln) for ln in lines]
-    from dlrm_jax.data.criteo_splits import parse_split
+    from dlrm_jax.data.criteo.splits import parse_split
     codes = parse_split("random:0.7,0.3:1").bind(["a"], [None]).assign(0, np.arange(600))
     train = [p for p, c in zip(parsed, codes) if c == 0]
     for j in range(26):
@@ -164,7 +164,7 @@ def test_workers_and_threads_do_not_change_bytes(tmp_path):
 
 KILL_SCRIPT = """
 import json, os, signal, sys
-from dlrm_jax.data.criteo_prepare import PrepareOptions, prepare
+from dlrm_jax.data.criteo.prepare import PrepareOptions, prepare
 done = []
 def cb(rec):
     done.append(rec)

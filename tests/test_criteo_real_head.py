@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlrm_jax.data import criteo_format as cf
-from dlrm_jax.data.criteo_prepare import PrepareOptions, prepare
-from dlrm_jax.data.criteo_source import CriteoSource
+from dlrm_jax.data.criteo import format as cf
+from dlrm_jax.data.criteo.prepare import PrepareOptions, prepare
+from dlrm_jax.data.criteo.source import CriteoSource
 
 HEAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "criteo_kaggle_train_head9999.tsv"
 pytestmark = pytest.mark.skipif(not HEAD.is_file(), reason=f"{HEAD} not present")

@@ -6,10 +6,10 @@ import threading
 import numpy as np
 import pytest
 
-from dlrm_jax.data import criteo_format as cf
+from dlrm_jax.data.criteo import format as cf
 from dlrm_jax.data.base import Batch
-from dlrm_jax.data.criteo_prepare import PrepareOptions, prepare
-from dlrm_jax.data.criteo_source import CriteoSource
+from dlrm_jax.data.criteo.prepare import PrepareOptions, prepare
+from dlrm_jax.data.criteo.source import CriteoSource
 from dlrm_jax.errors import UserError
 
 N_TRAIN = 500

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from dlrm_jax.data import criteo_format as cf
-from dlrm_jax.data.criteo_prepare import PrepareOptions, prepare
-from dlrm_jax.data.criteo_splits import parse_split
+from dlrm_jax.data.criteo import format as cf
+from dlrm_jax.data.criteo.prepare import PrepareOptions, prepare
+from dlrm_jax.data.criteo.splits import parse_split
 from dlrm_jax.errors import UserError
 
 

@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from dlrm_jax.data import criteo_format as cf
-from dlrm_jax.data import tfds_criteo
-from dlrm_jax.data.criteo_prepare import PrepareOptions, prepare
+from dlrm_jax.data.criteo import format as cf
+from dlrm_jax.data.criteo import tfds as tfds_criteo
+from dlrm_jax.data.criteo.prepare import PrepareOptions, prepare
 from dlrm_jax.errors import UserError
 
 

@@ -6,6 +6,7 @@ import optax
 import pytest
 
 from dlrm_jax import embedding as E
+from dlrm_jax.embedding import optimizers
 
 ROWS, DIM, B, F = 40, 4, 16, 3
 
@@ -26,7 +27,7 @@ def _loss_rows(rows, target):
 @pytest.mark.parametrize("first_position", [True, False], ids=["first-position", "sorted"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adagrad", "rowwise_adagrad"])
 def test_sparse_update_equals_dense_reference(optimizer, first_position, monkeypatch):
-    monkeypatch.setattr(E, "FIRST_POSITION_ROWS_PER_ID", 10**9 if first_position else 0)
+    monkeypatch.setattr(optimizers, "FIRST_POSITION_ROWS_PER_ID", 10**9 if first_position else 0)
     lr, eps = 0.3, 1e-8
     table, _, _ = _problem(0)
     state = E.EmbeddingState(table=table, accum=jnp.zeros(E.accum_shape(optimizer, ROWS, DIM)))
@@ -60,7 +61,7 @@ def test_rowwise_accumulator_is_mean_square_of_summed_row_gradient():
 @pytest.mark.parametrize("optimizer", ["sgd", "rowwise_adagrad"])
 def test_row_start_drops_ids_of_other_shards(optimizer, first_position, monkeypatch):
     """A shard holding global rows [4, 8) updates only those."""
-    monkeypatch.setattr(E, "FIRST_POSITION_ROWS_PER_ID", 10**9 if first_position else 0)
+    monkeypatch.setattr(optimizers, "FIRST_POSITION_ROWS_PER_ID", 10**9 if first_position else 0)
     ids = jnp.array([[1, 5], [5, 7], [0, 1]])
     g = jnp.ones((3, 2, 3))
     shard = E.EmbeddingState(table=jnp.zeros((4, 3)), accum=jnp.zeros(4))

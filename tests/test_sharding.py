@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from dlrm_jax import config as C, embedding as E, model as M, placement as PL, sharding as S, step as St
+from dlrm_jax import config as C, embedding as E, mesh, model as M, parallel, step as St
+from dlrm_jax.embedding import placement as PL, sharded
 from dlrm_jax.bench import memory_per_device
 from dlrm_jax.cli import main
 from dlrm_jax.errors import UserError
@@ -29,7 +30,7 @@ def _cfg(*overrides):
 
 def _parallel(cfg, rows=ROWS):
     model, tx = M.from_config(cfg.model), St.dense_optimizer(cfg.train)
-    return S.parallelize(cfg, model, tx, E.layout_for(rows, cfg.model.embed_dim))
+    return parallel.parallelize(cfg, model, tx, E.layout_for(rows, cfg.model.embed_dim))
 
 
 def _batches(rows=ROWS, steps=STEPS, seed=0):
@@ -103,7 +104,7 @@ def test_ids_of_tables_beyond_int32_are_located_exactly():
     rows = (2_000_000_000, 1_500_000_000, 5)  # 3.5e9 rows: group offsets overflow int32
     (g,) = PL.plan("row", rows, 8, 4).groups
     ids = np.array([[0, 0, 0], [1_999_999_999, 1_499_999_999, 4], [1_234_567_891, 987_654_321, 2]], np.int32)
-    shard, local = S._locate(jnp.asarray(ids), *S._split_offsets(g), g.shard_rows)
+    shard, local = sharded.locate(jnp.asarray(ids), *sharded.split_offsets(g), g.shard_rows)
     assert shard.dtype == jnp.int32
     want = np.asarray(g.offsets, np.int64) + ids
     np.testing.assert_array_equal(np.asarray(shard, np.int64) * g.shard_rows + np.asarray(local), want)
@@ -116,7 +117,7 @@ def test_row_sharded_step_gathers_no_table_and_holds_an_eighth():
         par = _parallel(_cfg("embedding.sharding=row", f"mesh.data={data}", f"mesh.model={model}",
                              "model.embed_dim=16"), rows)
         shapes = (((B, 13), jnp.float32), ((B, 26), jnp.int32), ((B,), jnp.float32))
-        batch = [jax.ShapeDtypeStruct(s, d, sharding=jax.sharding.NamedSharding(par.mesh, S.spec("batch", len(s))))
+        batch = [jax.ShapeDtypeStruct(s, d, sharding=jax.sharding.NamedSharding(par.mesh, mesh.spec("batch", len(s))))
                  for s, d in shapes]
         compiled = par.train_step.lower(par.abstract_state, *batch).compile()
         (group,) = par.placement.groups
@@ -139,12 +140,12 @@ def test_row_sharded_step_gathers_no_table_and_holds_an_eighth():
 
 
 def test_mesh_shapes_and_errors():
-    assert S.mesh_shape(C.MeshConfig(-1, 4), 8) == (2, 4)
-    assert S.mesh_shape(C.MeshConfig(2, -1), 8) == (2, 4)
+    assert mesh.mesh_shape(C.MeshConfig(-1, 4), 8) == (2, 4)
+    assert mesh.mesh_shape(C.MeshConfig(2, -1), 8) == (2, 4)
     with pytest.raises(UserError, match="mesh.model=3 does not divide the 8 devices"):
-        S.mesh_shape(C.MeshConfig(-1, 3), 8)
+        mesh.mesh_shape(C.MeshConfig(-1, 3), 8)
     with pytest.raises(UserError, match="mesh.data=4 x mesh.model=4 needs 16 devices; 8 are available"):
-        S.mesh_shape(C.MeshConfig(4, 4), 8)
+        mesh.mesh_shape(C.MeshConfig(4, 4), 8)
     with pytest.raises(UserError, match="train.batch_size=60 is not divisible by the 8 devices"):
         _parallel(_cfg("train.batch_size=60", "mesh.model=8"))
 

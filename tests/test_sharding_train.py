@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from dlrm_jax import checkpoint, config as C, placement as PL
+from dlrm_jax import checkpoint, config as C
+from dlrm_jax.embedding import placement as PL
 from dlrm_jax.errors import UserError
 from dlrm_jax.train import train
 

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from dlrm_jax.data import synthetic as S
+from dlrm_jax.data.hashing import table_rows_for
 from dlrm_jax.metrics import bayes_ne
 
 
@@ -73,6 +74,6 @@ def test_bayes_ne_is_the_best_possible(source):
 
 
 def test_table_rows_cap_hashes_ids():
-    src = S.SyntheticSource(seed=0, cardinalities=5000, table_sizes=S.table_rows_for(100, S.spread_cardinalities(5000)))
+    src = S.SyntheticSource(seed=0, cardinalities=5000, table_sizes=table_rows_for(100, S.spread_cardinalities(5000)))
     b = src.eval_batch(1000)
     assert max(src.table_sizes) == 100 and (b.sparse < 100).all()

@@ -32,6 +32,7 @@ import numpy as np
 from scipy import optimize, special
 
 from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE, Batch
+from dlrm_jax.data.hashing import fold_ids, table_rows_for
 
 TRAIN_STREAM, EVAL_STREAM, CALIBRATION_STREAM = 0, 1, 2
 _U64 = np.uint64
@@ -188,9 +189,7 @@ class SyntheticSource:
         p = special.expit(logit + self._b0)
         row = np.asarray(index, dtype=np.uint64) * _U64(4) + _U64(stream)
         labels = (hash_uniform(self._keys["label"], row, 0) < p).astype(np.float32)
-        sizes = np.asarray(self.table_sizes, dtype=np.int64)
-        sparse = (ids % sizes).astype(np.int32)
-        return Batch(dense, sparse, labels), p
+        return Batch(dense, fold_ids(ids, self.table_sizes), labels), p
 
     def train_batches(self, batch_size: int, start: int, stop: int,
                       host_index: int = 0, host_count: int = 1) -> Iterator[Batch]:
@@ -221,10 +220,3 @@ def from_config(cfg) -> SyntheticSource:
     return SyntheticSource(seed=s.seed, cardinalities=cards, zipf=s.zipf, base_ctr=s.base_ctr,
                            id_effect=s.id_effect, pair_effect=s.pair_effect, dense_effect=s.dense_effect,
                            latent_dim=s.latent_dim, table_sizes=table_rows_for(cfg.model.table_rows, cards))
-
-
-def table_rows_for(table_rows: int | Sequence[int], cardinalities: Sequence[int]) -> tuple[int, ...]:
-    """Model rows per feature: an explicit list, or the cardinalities capped at one number (0: no cap)."""
-    if isinstance(table_rows, int):
-        return tuple(min(c, table_rows) if table_rows > 0 else c for c in cardinalities)
-    return tuple(int(r) for r in table_rows)

@@ -1,7 +1,7 @@
 """Which embedding rows live where: table groups and their row layouts.
 
 A placement splits the F features into groups.  Each group is one concatenated
-table [rows, D] (as in dlrm_jax/embedding.py) with one sharding, split into
+table [rows, D] (as in `tables.py`) with one sharding, split into
 `shards` equal row blocks over the mesh's `model` axis (1: replicated):
 
     replicated  one group, every table on every device
@@ -13,7 +13,7 @@ table [rows, D] (as in dlrm_jax/embedding.py) with one sharding, split into
                 rest row-sharded (two groups)
 
 Ids stay per feature ([B, F], 0 <= id < rows[f]) until a group turns them into
-(shard, row within the shard) with int32 arithmetic only: offsets are split
+(shard, row within the shard) with int32 arithmetic only (`sharded.locate`): offsets are split
 into (offset // S, offset % S) on the host, so groups of any size work as long
 as one table's rows fit int32 and one device holds fewer than 2^30 rows.
 
@@ -23,6 +23,7 @@ padding rows are zero and are never looked up or updated.
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -31,10 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from dlrm_jax import embedding as emb_lib
+from dlrm_jax.config import Sharding
+from dlrm_jax.embedding import tables as emb_lib
 from dlrm_jax.errors import UserError
 
-PLACEMENTS = ("replicated", "row", "table", "auto")
+PLACEMENTS = typing.get_args(Sharding)
 INT32_MAX = 2 ** 31 - 1
 
 
@@ -63,10 +65,6 @@ class Placement:
     feature_rows: tuple[int, ...]     # rows of each feature's table
     dim: int                          # D
     groups: tuple[TableGroup, ...]
-
-    def global_ids(self, sparse: jax.Array) -> jax.Array:
-        """[B, F] ids stay per feature: each group maps them to its own rows (see the module docstring)."""
-        return sparse.astype(jnp.int32)
 
     def describe(self) -> dict:
         return {"kind": self.kind, "groups": [g.describe(self.feature_rows) for g in self.groups]}
@@ -188,11 +186,6 @@ def to_canonical(placement: Placement, emb) -> tuple[np.ndarray, np.ndarray]:
     features = range(len(placement.feature_rows))
     return (np.concatenate([tables[f] for f in features]),
             np.concatenate([accums[f] for f in features]))
-
-
-def describe_layout(layout: emb_lib.EmbeddingLayout) -> dict:
-    """The single-device layout (one concatenated table) in `Placement.describe` form."""
-    return plan("replicated", layout.rows, layout.dim, 1).describe()
 
 
 def restorable(saved: dict, target: dict) -> str | None:

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .base import NUM_DENSE, NUM_SPARSE
+from ..base import NUM_DENSE, NUM_SPARSE
 
 NUM_FIELDS = 1 + NUM_DENSE + NUM_SPARSE  # 40
 DENSE_NAMES = tuple(f"I{i}" for i in range(1, NUM_DENSE + 1))

@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
-from .prefetch import put_unless_stopped
+from ..prefetch import put_unless_stopped
 
 BLOCK_BYTES = 256 << 10     # parse granularity: ~1,000 Criteo lines, cache-sized
 MAX_LINE_BYTES = 1 << 20    # a "line" longer than this is not Criteo text

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from . import criteo_format as cf
+from ...errors import UserError
+from . import format as cf
 
 FORMAT = "dlrm-scaling/criteo-shards"
 FORMAT_VERSION = 1

@@ -1,7 +1,7 @@
 """`dlrm-scaling data criteo-prepare`: Criteo TSV -> memory-mappable shards.
 
 Streams plain or gzipped sources in blocks of whole lines (bounded memory),
-parses them with `criteo_format.parse_block` in a few threads, and writes
+parses them with `format.parse_block` in a few threads, and writes
 each *unit* of `rows_per_shard` input lines as one shard per split:
 
     DATA_DIR/manifest.json
@@ -38,13 +38,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import UserError
-from . import criteo_format as cf
-from . import criteo_manifest as manifest_io
-from .criteo_io import Block, BlockReader, StreamError, count_lines, is_gzip, parallel_map
-from .criteo_manifest import FORMAT, FORMAT_VERSION, write_json
-from .criteo_splits import SplitPlan, parse_split
-from .criteo_vocab import CountPiece, Vocab, count_unit, merge_counts
+from ...errors import UserError
+from . import format as cf
+from . import manifest as manifest_io
+from .io import Block, BlockReader, StreamError, count_lines, is_gzip, parallel_map
+from .manifest import FORMAT, FORMAT_VERSION, write_json
+from .splits import SplitPlan, parse_split
+from .vocab import CountPiece, Vocab, count_unit, merge_counts
 
 DEFAULT_HASH_ROWS = 10_000_000    # the reference DLRM's --max-ind-range on the 1TB logs
 PROGRESS = ".progress"

@@ -26,10 +26,10 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import UserError
-from . import criteo_manifest as manifest_io
-from .base import NUM_DENSE, NUM_SPARSE, Batch
-from .prefetch import prefetch
+from ...errors import UserError
+from . import manifest as manifest_io
+from ..base import NUM_DENSE, NUM_SPARSE, Batch
+from ..prefetch import prefetch
 
 
 class _Split:

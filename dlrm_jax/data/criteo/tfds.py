@@ -4,14 +4,14 @@ For users who live in the TFDS ecosystem (grain, `tfds.data_sources`).  The
 training loop never needs it: `criteo-prepare` shards are the native path.
 
     pip install 'dlrm-scaling[tfds]'        # tensorflow-datasets + array-record
-    from dlrm_jax.data.tfds_criteo import CriteoClickLogs
+    from dlrm_jax.data.criteo.tfds import CriteoClickLogs
     b = CriteoClickLogs(config="kaggle", data_dir="~/tensorflow_datasets")
     b.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir="~/criteo"))              # holds train.txt (or day_0 .. day_23[.gz])
     train = b.as_data_source("train")        # random access, ArrayRecord files
 
 Configs: `kaggle` (train.txt, split `kaggle-dlrm`) and `terabyte` (day_0 ..
-day_23, split `terabyte`); both hash categoricals with `criteo_format.HASH_RULE`
+day_23, split `terabyte`); both hash categoricals with `format.HASH_RULE`
 into `hash_rows` rows and apply log1p to dense features, exactly like
 `criteo-prepare` with the same options, so the examples equal the shard rows.
 Each example: label int64, dense float32[13], sparse int32[26].  Examples keep
@@ -28,11 +28,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..errors import UserError
-from . import criteo_format as cf
-from .criteo_io import BlockReader, StreamError, count_lines
-from .criteo_prepare import DEFAULT_HASH_ROWS
-from .criteo_splits import day_of, parse_split
+from ...errors import UserError
+from . import format as cf
+from .io import BlockReader, StreamError, count_lines
+from .prepare import DEFAULT_HASH_ROWS
+from .splits import day_of, parse_split
 
 CONFIGS = {"kaggle": ("kaggle-dlrm", ("train.txt", "train.txt.gz")),
            "terabyte": ("terabyte", tuple(f"day_{d}" for d in range(24)))}

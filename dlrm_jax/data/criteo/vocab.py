@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .criteo_format import CAT_NAMES, NUM_SPARSE
+from .format import CAT_NAMES, NUM_SPARSE
 
 MISSING_ID, RARE_ID, FIRST_ID = 0, 1, 2
 

@@ -1,0 +1,13 @@
+"""Published rows per categorical feature of the two Criteo data sets (C1..C26)."""
+
+# Criteo Kaggle (Display Advertising Challenge) rows per categorical feature,
+# as counted by the reference DLRM (facebookresearch/dlrm, kaggle day-based).
+KAGGLE_TABLE_ROWS = (
+    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593,
+    3194, 27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105,
+    142572)
+# Criteo 1TB as used by MLPerf DLRM (ids hashed with max-ind-range 40M).
+MLPERF_TABLE_ROWS = (
+    39884406, 39043, 17289, 7420, 20263, 3, 7120, 1543, 63, 38532951, 2953546,
+    403346, 10, 2208, 11938, 155, 4, 976, 14, 39979771, 25641295, 39664984,
+    585935, 12972, 108, 36)
