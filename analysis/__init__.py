@@ -18,7 +18,8 @@ plots, report, cli.
 from analysis.bootstrap import Bootstrap
 from analysis.fitting import Convergence, FitOptions
 from analysis.laws import AdditivePowerLawFit, PowerLawFit, fit_additive_power_law, fit_power_law
-from analysis.report import summary_text, write_report
+from analysis.render import render_markdown, summary_text
+from analysis.report import write_report
 from analysis.results import (COMMON_AXES, RESOURCE_AXES, ResultsWarning, load_results,
                               resource_axis)
 from analysis.study import (Comparison, Estimate, Frontier, Inversion, SchemeFit, compare_schemes,
@@ -32,5 +33,5 @@ __all__ = [
     "ResultsWarning", "SchemeFit", "compare_schemes", "compute_frontier", "fit_additive_power_law",
     "fit_flags", "fit_power_law", "fit_scheme", "fit_schemes", "gain_per_doubling",
     "holdout_check", "load_results", "multiplier_for_improvement", "resource_axis",
-    "resource_for_target", "summary_text", "write_report",
+    "render_markdown", "resource_for_target", "summary_text", "write_report",
 ]

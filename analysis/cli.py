@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run `analyze` with the arguments after the word `analyze`; returns the exit code."""
-    from analysis.report import summary_text, write_report   # keeps --help fast
+    from analysis.render import summary_text
+    from analysis.report import write_report   # keeps --help fast
 
     try:
         args = _parser().parse_args(argv)

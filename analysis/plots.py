@@ -7,8 +7,6 @@ theirs) and it works on machines without a display. `save` writes atomically.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter
 
 from analysis.results import AXIS_LABELS
+from dlrm_jax.files import atomic_write
 
 EXTRAPOLATE = 10.0   # draw the law up to this factor beyond the largest measured x
 
@@ -29,17 +28,10 @@ def _figure(ncols: int = 1, width: float = 6.0, height: float = 4.2):
 
 
 def save(fig: Figure, path) -> Path:
-    """Write a PNG via a temporary file and rename, so no half-written image is seen."""
+    """Write a PNG atomically, so no half-written image is seen."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     return path
 
 

@@ -21,31 +21,17 @@ as a one-element stand-in and given back empty.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from dlrm_jax.chrono import RunTime
 from dlrm_jax.embedding import placement
 from dlrm_jax.errors import UserError
 
 LAYOUT_KEY = "embedding_layout"
 RUN_TIME_KEY = "run_time"
-
-
-class RunTime(NamedTuple):
-    """A run's time up to a checkpoint, summed over the processes that trained it.
-
-    wall_s: seconds from each process's start to the checkpoint (compiles, evals
-    and checkpoints included); train_s and timed_steps: the steps that throughput
-    counts (each process's first, compiling step, evals and checkpoints excluded).
-    Work done after the checkpoint by a process that was then killed is lost and
-    not counted.
-    """
-    wall_s: float = 0.0
-    train_s: float = 0.0
-    timed_steps: int = 0
 
 
 class Checkpointer:

@@ -10,7 +10,9 @@ import argparse
 import json
 import sys
 
+from dlrm_jax.config import PRESETS
 from dlrm_jax.errors import UserError
+from sweeps import NAMES as sweep_names
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,8 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print one JSON object")
 
     s = sub.add_parser("sweep", help="run a sweep: one run directory per point, plus results.csv")
-    s.add_argument("sweep", help="sweep name (data, embedding_dim, embedding_rows, top_mlp, bottom_mlp, all, "
-                                 "compute) or a .py file")
+    s.add_argument("sweep", help=f"sweep name ({', '.join(sweep_names)}) or a .py file")
     _add_config_args(s)
     s.add_argument("--out", required=True, help="sweep directory")
     s.add_argument("--workers", type=int, default=1, help="runs at once (local processes)")
@@ -55,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", help="named preset: tiny, small, criteo-kaggle, criteo-mlperf")
+    p.add_argument("--preset", help=f"named preset: {', '.join(PRESETS)}")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable), e.g. --set train.examples=65536")
 

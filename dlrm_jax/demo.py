@@ -35,7 +35,8 @@ def demo(out: str | Path, workers: int = 1, log=print, preset: str = PRESET,
         failed += sum(r["status"] != "done" for r in rows)
     log(f"training finished in {time.time() - t0:.0f} s; fitting scaling laws ...")
 
-    from analysis.report import summary_text, write_report
+    from analysis.render import summary_text
+    from analysis.report import write_report
     fits = write_report(out, out / "report", bootstrap=bootstrap)
     log("")
     log(summary_text(fits))

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from dlrm_jax import schedule
 from dlrm_jax.embedding import tables as emb_lib
 from dlrm_jax.embedding.single_device import as_backend
 from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE
@@ -30,8 +31,7 @@ class TrainState:
 
 def dense_optimizer(train_cfg) -> optax.GradientTransformation:
     """optax optimizer of the dense params with warm-up and decay, keyed by step."""
-    steps = max(1, train_cfg.examples * train_cfg.epochs // train_cfg.batch_size)
-    warmup = min(steps, train_cfg.warmup_examples // train_cfg.batch_size)
+    steps, warmup = schedule.total_steps(train_cfg), schedule.warmup_steps(train_cfg)
     lr = train_cfg.learning_rate
     if train_cfg.decay == "none":
         after = optax.constant_schedule(lr)
@@ -39,9 +39,9 @@ def dense_optimizer(train_cfg) -> optax.GradientTransformation:
         after = optax.cosine_decay_schedule(lr, max(1, steps - warmup))
     else:
         after = optax.linear_schedule(lr, 0.0, max(1, steps - warmup))
-    schedule = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup]) if warmup else after
+    lr_schedule = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup]) if warmup else after
     make = {"adam": optax.adam, "adagrad": optax.adagrad, "sgd": optax.sgd}[train_cfg.optimizer]
-    return make(schedule)
+    return make(lr_schedule)
 
 
 def init_state(key: jax.Array, model, tx: optax.GradientTransformation, embedding, emb_cfg) -> TrainState:

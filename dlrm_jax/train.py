@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -19,59 +18,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlrm_jax import accounting, checkpoint, config as config_lib, distributed, embedding as emb_lib
-from dlrm_jax import metrics as metrics_lib, model as model_lib, parallel, step as step_lib
+from dlrm_jax import metrics as metrics_lib, model as model_lib, parallel, rundir, step as step_lib
+from dlrm_jax.chrono import Chrono
 from dlrm_jax.data import make_source
 from dlrm_jax.data.prefetch import prefetch
 from dlrm_jax.errors import UserError
 from dlrm_jax.rundir import MetricsLog, read_json, write_json_atomic
-
-LOGS_PER_RUN = 20  # train-loss lines when train.log_every_examples is 0
-
+from dlrm_jax.schedule import Schedule, schedule_for
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf."""
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """Step counts derived from examples and batch size (never configured twice)."""
-    batch_size: int
-    total_steps: int
-    log_every: int
-    eval_every: int       # 0: only at the end
-    checkpoint_every: int  # 0: only at the end
-
-    def is_log_step(self, step: int) -> bool:
-        # Checkpoint steps are always log steps, so the train-loss average never
-        # straddles a checkpoint and a resumed run logs the same lines.
-        return (step % self.log_every == 0 or self.is_checkpoint_step(step) or self.is_eval_step(step)
-                or step == self.total_steps)
-
-    def is_eval_step(self, step: int) -> bool:
-        return step == self.total_steps or (self.eval_every > 0 and step % self.eval_every == 0)
-
-    def is_checkpoint_step(self, step: int) -> bool:
-        return step == self.total_steps or (self.checkpoint_every > 0 and step % self.checkpoint_every == 0)
-
-
-def schedule_for(cfg: config_lib.Config) -> Schedule:
-    t = cfg.train
-    b = t.batch_size
-    total = (t.examples * t.epochs) // b  # full batches only: every step has the same shape
-
-    def every(examples: int, default: int) -> int:
-        return max(1, math.ceil(examples / b)) if examples > 0 else default
-
-    return Schedule(batch_size=b, total_steps=total,
-                    log_every=every(t.log_every_examples, max(1, total // LOGS_PER_RUN)),
-                    eval_every=every(t.eval_every_examples, 0),
-                    checkpoint_every=every(cfg.checkpoint.every_examples, 0))
-
-
 def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None = None,
           verbose: bool = True) -> dict:
     """Train one run into `run_dir`; return its summary.  A finished run is not retrained."""
-    t_start = time.time()
+    chrono = Chrono(clock=time.time)
     distributed.initialize(cfg.distributed)  # before JAX touches a device
     run_dir = Path(run_dir)
     log = (lambda *a: print(*a, file=sys.stderr)) if verbose else (lambda *a: None)
@@ -80,7 +42,7 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     # Checked now, written only once the data, eval set and mesh are known to work,
     # so a bad value never leaves a config.json that blocks the corrected rerun.
     primary = jax.process_index() == 0
-    resuming = _check_run_dir(run_dir, cfg)
+    resuming = rundir.check(run_dir, cfg)
     summary_path = run_dir / "summary.json"
     if resuming and summary_path.exists():
         summary = read_json(summary_path)
@@ -108,17 +70,17 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     tx = step_lib.dense_optimizer(cfg.train)
     par = parallel.parallelize(cfg, model, tx, layout)  # mesh and placement: bad ones fail before compiling
     if primary:
-        _write_run_dir(run_dir, cfg, resuming)
-        _lock_run_dir(run_dir)
+        if not resuming:
+            rundir.write_config(run_dir, cfg)
+        rundir.lock(run_dir)
         summary_path.unlink(missing_ok=True)  # a failed run is retried from its last checkpoint
     state = par.init(cfg.seed)
     ckpt = checkpoint.Checkpointer(run_dir / "checkpoints", keep=cfg.checkpoint.keep)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl") if primary else _NoMetricsLog()
     start_step = ckpt.latest_step() or 0
-    before = checkpoint.RunTime()  # the time earlier processes spent up to the restored checkpoint
     if start_step:
         state = ckpt.restore(start_step, state, layout=par.layout)
-        before = ckpt.saved_run_time(start_step)
+        chrono.resume(ckpt.saved_run_time(start_step), start_step)  # the time earlier processes spent
         log(f"{run_dir}: resuming from step {start_step} ({start_step * sched.batch_size} examples)")
     metrics_log.truncate_after(start_step * sched.batch_size)
 
@@ -136,22 +98,11 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     batches = prefetch(map(par.put_batch, _train_batches(source, cfg, sched, start_step)), size=3)
     bar = _progress_bar(sched.total_steps, start_step, progress)
     loss_sum, loss_steps, final_eval, error = jnp.zeros(()), 0, None, None
-    t_loop = None  # throughput is timed from the end of the first (compiling) step ...
-    t_paused = 0.0  # ... without the time spent in evals and checkpoints
-
-    def run_time(step: int, now: float) -> checkpoint.RunTime:
-        """The run's time at `step`, this process's share (timed up to `now`) added to `before`."""
-        timed = max(0, step - start_step - 1)
-        train_s = now - t_loop - t_paused if t_loop is not None else 0.0
-        return checkpoint.RunTime(before.wall_s + time.time() - t_start, before.train_s + train_s,
-                                  before.timed_steps + timed)
     try:
         for step in range(start_step + 1, sched.total_steps + 1):
             state, loss = train_step(state, *next(batches))
             loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
-            if t_loop is None:
-                jax.block_until_ready(loss)
-                t_loop = time.time()
+            chrono.step_done(loss)
             bar.update(1)
             if not sched.is_log_step(step):
                 continue
@@ -162,13 +113,12 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
                                        f"({step * sched.batch_size} examples); lower the learning rates")
             metrics_log.write(event(step, train_loss=mean_loss))
             bar.set_postfix(loss=f"{mean_loss:.4f}")
-            t_pause = time.time()
-            if sched.is_eval_step(step):
-                final_eval = evaluate(state)
-                metrics_log.write(event(step, **final_eval, wall_s=run_time(step, t_pause).wall_s))
-            if sched.is_checkpoint_step(step):
-                ckpt.save(step, state, layout=par.layout, run_time=run_time(step, t_pause))
-            t_paused += time.time() - t_pause
+            with chrono.paused() as t_pause:
+                if sched.is_eval_step(step):
+                    final_eval = evaluate(state)
+                    metrics_log.write(event(step, **final_eval, wall_s=chrono.run_time(step, t_pause).wall_s))
+                if sched.is_checkpoint_step(step):
+                    ckpt.save(step, state, layout=par.layout, run_time=chrono.run_time(step, t_pause))
     except TrainingDiverged as err:
         error = str(err)
     except BaseException:  # interrupted (a notebook's KeyboardInterrupt): leave no Orbax threads behind
@@ -176,7 +126,7 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
         raise
     finally:
         bar.close()
-    total_time = run_time(sched.total_steps, time.time())
+    total_time = chrono.run_time(sched.total_steps)
     examples_per_s = (total_time.timed_steps * sched.batch_size / total_time.train_s
                       if total_time.timed_steps > 0 and total_time.train_s > 0 and not error else None)
 
@@ -195,7 +145,7 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
         "train_flops": acct.flops_per_example * sched.total_steps * sched.batch_size,
         "embedding_bytes_per_example": acct.embedding_bytes_per_example,
         "examples_per_s": examples_per_s,
-        "wall_s": run_time(sched.total_steps, time.time()).wall_s,
+        "wall_s": chrono.run_time(sched.total_steps).wall_s,
         "bayes_ne": bayes,
         "seed": cfg.seed,
         "devices": par.devices,
@@ -205,7 +155,7 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     ckpt.close()
     if primary:
         write_json_atomic(summary_path, summary)
-        _unlock_run_dir(run_dir)
+        rundir.unlock(run_dir)
     return summary
 
 
@@ -238,66 +188,6 @@ def evaluate_logits(predict, state, eval_set, batch_size: int, multiple: int = 1
             sparse = np.concatenate([sparse, np.zeros((pad, sparse.shape[1]), sparse.dtype)])
         logits.append(np.asarray(predict(state.params, state.emb.table, dense, sparse))[:bs - pad])
     return metrics_lib.evaluate_logits(np.concatenate(logits), eval_set.labels)
-
-
-def _check_run_dir(run_dir: Path, cfg: config_lib.Config) -> bool:
-    """True if `run_dir` holds this run (same config); False if it is new; UserError otherwise."""
-    cfg_path = run_dir / "config.json"
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--out {run_dir} exists and is not a directory")
-    if not cfg_path.exists():
-        if run_dir.exists() and any(p.name not in RUN_DIR_EXTRAS for p in run_dir.iterdir()):
-            raise UserError(f"--out {run_dir} is not empty and holds no config.json; use a new directory")
-        return False
-    try:
-        existing = config_lib.from_dict(read_json(cfg_path))
-    except (UserError, ValueError) as err:
-        raise UserError(f"{cfg_path}: not a config of this version ({err}); use a new --out")
-    diff = config_lib.diff(existing, cfg)
-    if diff:
-        raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff)}); use a new --out")
-    return True
-
-
-# Files that may sit in a run directory before its config.json: the sweep
-# runner's log of the run's stderr, and the lock.
-RUN_DIR_EXTRAS = (".gitkeep", "train.log", ".lock")
-
-
-def _write_run_dir(run_dir: Path, cfg: config_lib.Config, resuming: bool) -> None:
-    if resuming:
-        return
-    try:
-        write_json_atomic(run_dir / "config.json", cfg.to_dict())
-    except OSError as err:
-        raise UserError(f"cannot write the run directory --out {run_dir}: {err.strerror or err}")
-
-
-def _lock_run_dir(run_dir: Path) -> None:
-    """Hold an exclusive lock on the run directory until the process exits.
-
-    Two trainers on one directory (a sweep rerun while an orphaned run goes on)
-    would interleave metrics lines and checkpoint saves; the second one stops here.
-    """
-    import fcntl
-    _unlock_run_dir(run_dir)  # this process trained here before (a retry in the same session)
-    f = open(run_dir / ".lock", "a")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise UserError(f"{run_dir} is being trained by another process (lock {run_dir / '.lock'})")
-    _LOCKS[str(run_dir.resolve())] = f  # released at the end of train() or when the process dies
-
-
-_LOCKS: dict = {}
-
-
-def _unlock_run_dir(run_dir: Path) -> None:
-    f = _LOCKS.pop(str(run_dir.resolve()), None)
-    if f is not None:
-        (run_dir / ".lock").unlink(missing_ok=True)  # a finished run dir holds only the contract's files
-        f.close()
 
 
 class _NoMetricsLog:

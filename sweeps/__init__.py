@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from dlrm_jax.errors import UserError
 
-NAMES = ("data", "embedding_dim", "embedding_rows", "top_mlp", "bottom_mlp", "all", "compute")
+# Every module of this package but the runner is a sweep; its file name is its name.
+NAMES = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "runner"))
 
 
 @dataclass(frozen=True)

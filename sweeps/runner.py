@@ -28,7 +28,8 @@ from typing import Any, Sequence
 
 from dlrm_jax.config import Config, diff as config_diff, from_dict, load_config
 from dlrm_jax.errors import UserError
-from dlrm_jax.rundir import read_json, write_text_atomic
+from dlrm_jax.files import write_atomic
+from dlrm_jax.rundir import read_json
 from sweeps import Sweep, load_sweep
 
 SUMMARY_FIELDS = ("eval_ne", "eval_logloss", "eval_auc", "eval_calibration", "eval_examples", "train_examples",
@@ -218,5 +219,5 @@ def write_results(sweep: Sweep, points: list[Point], out: Path,
     w.writeheader()
     for r in rows:
         w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
-    write_text_atomic(out / "results.csv", buf.getvalue())
+    write_atomic(out / "results.csv", buf.getvalue())
     return rows

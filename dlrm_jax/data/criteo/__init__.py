@@ -6,6 +6,7 @@
     vocab     per-feature id counting and frequency-thresholded vocabularies
     manifest  the prepared directory's manifest (statistics, checksums)
     prepare   `dlrm-scaling data criteo-prepare`: TSV into resumable npy shards
+    source_pass  one pass of the preparation over one source (a worker's job)
     source    CriteoSource: prepared shards as a DataSource for training
     tfds      a tensorflow-datasets ArrayRecord builder (optional extra)
     table_sizes  published rows per feature (Kaggle, MLPerf Terabyte)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import UserError
+from ...files import write_atomic
 from . import format as cf
 
 FORMAT = "dlrm-scaling/criteo-shards"
@@ -30,9 +31,7 @@ _VOCAB_RULE = ("id 0 = missing, 1 = rare (count < min_count in the counted split
 
 def write_json(path: Path, obj) -> None:
     """Atomically (temp file + rename)."""
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def shard_stats(labels, dense_raw, dense_missing, dense_out, cat_missing) -> dict:

@@ -14,12 +14,12 @@ counts in vocab/C<j>.counts.npy, so ids can be mapped back to the logs.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ...files import atomic_write
 from .format import CAT_NAMES, NUM_SPARSE
 
 MISSING_ID, RARE_ID, FIRST_ID = 0, 1, 2
@@ -44,9 +44,8 @@ def count_unit(path: Path, piece: CountPiece | None) -> None:
     for j in range(NUM_SPARSE):
         v, c = np.unique(cats[~miss[:, j], j], return_counts=True)
         arrays[f"v{j}"], arrays[f"c{j}"] = v.astype(np.uint32), c.astype(np.uint64)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _merge(a: tuple, b: tuple) -> tuple:
@@ -110,9 +109,8 @@ class Vocab:
         directory.mkdir(parents=True, exist_ok=True)
         for name, v, c in zip(CAT_NAMES, self.values, self.counts):
             for suffix, arr in (("values", v), ("counts", c)):
-                tmp = directory / f"{name}.{suffix}.tmp{os.getpid()}.npy"
-                np.save(tmp, arr)
-                os.replace(tmp, directory / f"{name}.{suffix}.npy")
+                with atomic_write(directory / f"{name}.{suffix}.npy", "wb") as f:
+                    np.save(f, arr)
 
     @classmethod
     def load(cls, directory: Path) -> "Vocab":
