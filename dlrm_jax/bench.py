@@ -20,6 +20,7 @@ import optax
 
 from dlrm_jax import accounting, config as config_lib, distributed, embedding as emb_lib, model as model_lib
 from dlrm_jax import host_memory, parallel, step as step_lib
+from dlrm_jax.mesh import AXES
 from dlrm_jax.data import make_source
 from dlrm_jax.errors import UserError
 
@@ -63,7 +64,7 @@ def bench(cfg: config_lib.Config, batch_size: int | None = None, steps: int = 20
         "embedding_bytes_per_example": acct.embedding_bytes_per_example,
         "achieved_tflops": sparse_rate * acct.flops_per_example / 1e12,
         "devices": par.devices,
-        "mesh": dict(par.mesh.shape) if par.mesh is not None else {"data": 1, "model": 1},
+        "mesh": dict(par.mesh.shape) if par.mesh is not None else dict.fromkeys(AXES, 1),
         "embedding_sharding": par.placement.kind if par.placement is not None else "single-device",
         "table_groups": _groups(par),
         "memory_per_device": memory,
@@ -171,8 +172,9 @@ def format_result(r: dict) -> str:
     mem = r.get("memory_per_device") or {}
     if mem:
         mesh = r.get("mesh", {})
-        lines.append(f"  per device ({r.get('embedding_sharding')} on mesh data={mesh.get('data')} x "
-                     f"model={mesh.get('model')}): arguments {_mib(mem['argument'])}, outputs "
+        axes = " x ".join(f"{k}={v}" for k, v in mesh.items())
+        lines.append(f"  per device ({r.get('embedding_sharding')} on mesh {axes}): "
+                     f"arguments {_mib(mem['argument'])}, outputs "
                      f"{_mib(mem['output'])}, temporaries {_mib(mem['temp'])}, peak ~{_mib(mem['peak'])}")
     host = r.get("host_per_step") or {}
     if host:
