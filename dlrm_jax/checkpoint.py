@@ -238,19 +238,16 @@ class Checkpointer:
         """Move each failed checkpoint to `<step>.unreadable` (process 0 alone) and forget it."""
         if not failed:
             return ()
-        aside = []
-        for step, reason, _ in failed:
-            # Every process names the same target: the others wait below until process 0 has renamed.
-            target = unreadable_path(self.directory, step)
-            if jax.process_index() == 0:
-                (self.directory / str(step)).rename(target)
-            log(f"checkpoint {step} in {self.directory} is unreadable ({reason}); moved to {target.name}, {then}")
-            aside.append(SetAside(step, reason, target.name))
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-            multihost_utils.sync_global_devices("dlrm_jax.checkpoint.set_aside")  # renamed before anyone lists
+        aside = tuple(SetAside(step, reason, unreadable_path(self.directory, step).name) for step, reason, _ in failed)
+        _sync("dlrm_jax.checkpoint.set_aside.named")  # every process names the targets before any is taken
+        if jax.process_index() == 0:
+            for a in aside:
+                (self.directory / str(a.step)).rename(self.directory / a.moved_to)
+        for a in aside:
+            log(f"checkpoint {a.step} in {self.directory} is unreadable ({a.reason}); moved to {a.moved_to}, {then}")
+        _sync("dlrm_jax.checkpoint.set_aside.moved")  # moved before any process lists the steps again
         self._manager.reload()  # the manager caches its steps; a moved one must not be listed or kept
-        return tuple(aside)
+        return aside
 
     def close(self) -> None:
         self._reader.close()
@@ -283,6 +280,12 @@ def _check_step_metadata(step_dir: Path) -> None:
             json.load(f)
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: {err}") from None
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
 
 
 def _agree(step: int, outcome: int) -> tuple[int, list[int]]:

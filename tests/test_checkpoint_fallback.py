@@ -184,3 +184,24 @@ def test_unreadable_reason_is_one_line_from_the_innermost_cause():
         got = checkpoint.unreadable_reason(outer)
     assert got == 'ValueError: OUT_OF_RANGE: Error reading "a/0.0": Requested byte range [0, 9) is not valid'
     assert len(checkpoint.unreadable_reason(ValueError("x" * 1000))) == 300
+
+
+def test_sweep_records_a_point_that_fell_back_as_resumed_not_failed(reference, tmp_path):
+    from sweeps.runner import run_sweep
+    sweep_file = tmp_path / "one.py"
+    sweep_file.write_text('def points(base):\n    return [{"train.examples": 8192}]\n')
+    out = tmp_path / "sweep"
+    # The point's run dir: the reference run (same config), killed after its last checkpoint, which is damaged.
+    run = _interrupted_copy(reference, out / "examples-8192")
+    os.truncate(_largest_file(run / "checkpoints" / "32" / "default"), 1000)
+    lines = []
+    (row,) = run_sweep(str(sweep_file), out, "tiny", ARGS, log=lines.append)
+    assert row["status"] == "done" and not row["error"]
+    want = json.loads((reference / "summary.json").read_text())
+    # The point trains in a subprocess with one CPU device, the reference in this
+    # 8-device process: XLA compiles them apart (seen: 1e-9 relative), so approx here.
+    assert {k: row[k] for k in EVAL} == pytest.approx({k: want[k] for k in EVAL}, rel=1e-6)
+    assert lines[-1].startswith("[1/1] examples-8192: done, eval NE ")
+    assert "(resumed from step 24; unreadable checkpoints set aside: checkpoints/32.unreadable)" in lines[-1]
+    assert "checkpoint 32" in (run / "train.log").read_text()  # the run's own line, kept for post-mortems
+    assert (out / "results.csv").read_text().count("examples-8192,one,done") == 1
