@@ -226,9 +226,8 @@ class Checkpointer:
     def _agreed_steps(self) -> list[int]:
         """The checkpoints' steps, newest first; every process must see the same ones."""
         steps = sorted(self._manager.all_steps(), reverse=True)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-            seen = np.asarray(multihost_utils.process_allgather(np.array([len(steps), max(steps, default=-1)], np.int32)))
+        if _process_count() > 1:
+            seen = _allgather(np.array([len(steps), max(steps, default=-1)], np.int32))  # [processes, 2]
             if not (seen == seen[0]).all():
                 raise UserError(f"the processes see different checkpoints in {self.directory} "
                                 f"(count, newest per process: {seen.tolist()}); it must be one shared directory")
@@ -240,7 +239,7 @@ class Checkpointer:
             return ()
         aside = tuple(SetAside(step, reason, unreadable_path(self.directory, step).name) for step, reason, _ in failed)
         _sync("dlrm_jax.checkpoint.set_aside.named")  # every process names the targets before any is taken
-        if jax.process_index() == 0:
+        if _process_index() == 0:
             for a in aside:
                 (self.directory / str(a.step)).rename(self.directory / a.moved_to)
         for a in aside:
@@ -282,18 +281,32 @@ def _check_step_metadata(step_dir: Path) -> None:
         raise ValueError(f"{path}: {err}") from None
 
 
+# The processes' view, in functions of their own so tests can play a second process.
+def _process_index() -> int:
+    return jax.process_index()
+
+
+def _process_count() -> int:
+    return jax.process_count()
+
+
+def _allgather(x: np.ndarray) -> np.ndarray:
+    """Every process's `x`, stacked in process order: [processes, *x.shape]."""
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x))
+
+
 def _sync(name: str) -> None:
-    if jax.process_count() > 1:
+    if _process_count() > 1:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(name)
 
 
 def _agree(step: int, outcome: int) -> tuple[int, list[int]]:
     """Every process's outcome for `step` -> (the worst one, the processes that could not read it)."""
-    if jax.process_count() == 1:
+    if _process_count() == 1:
         return outcome, []
-    from jax.experimental import multihost_utils
-    seen = np.asarray(multihost_utils.process_allgather(np.array([step, outcome], np.int32)))  # [processes, 2]
+    seen = _allgather(np.array([step, outcome], np.int32))  # [processes, 2]
     if not (seen[:, 0] == step).all():
         raise RuntimeError(f"processes tried different checkpoints {seen[:, 0].tolist()} at once")
     return int(seen[:, 1].max()), [i for i, o in enumerate(seen[:, 1]) if o != _READABLE]

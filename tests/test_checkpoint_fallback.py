@@ -15,10 +15,12 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dlrm_jax import checkpoint, config as C
 from dlrm_jax.cli import main
+from dlrm_jax.errors import UserError
 from dlrm_jax.train import train
 
 # 32 steps of 256; a checkpoint every 8 steps, the last two (24, 32) kept; evals at 16 and 32.
@@ -205,3 +207,69 @@ def test_sweep_records_a_point_that_fell_back_as_resumed_not_failed(reference, t
     assert "(resumed from step 24; unreadable checkpoints set aside: checkpoints/32.unreadable)" in lines[-1]
     assert "checkpoint 32" in (run / "train.log").read_text()  # the run's own line, kept for post-mortems
     assert (out / "results.csv").read_text().count("examples-8192,one,done") == 1
+
+
+# ---------------------------------------------------------------- agreement between processes, played here
+# The real two-process run is tests/test_checkpoint_fallback_distributed.py; there
+# both processes fail to read.  Here one process reads a checkpoint that the other
+# cannot: both must still fall back together, and only process 0 moves it.
+
+@pytest.fixture(scope="module")
+def state_and_layout():
+    from dlrm_jax import embedding as emb_lib, model as model_lib, sharding, step as step_lib
+    from dlrm_jax.data import make_source
+    cfg = _cfg()
+    source = make_source(cfg)
+    layout = emb_lib.layout_for(source.table_sizes, cfg.model.embed_dim)
+    par = sharding.parallelize(cfg, model_lib.from_config(cfg.model), step_lib.dense_optimizer(cfg.train), layout)
+    return par.init(cfg.seed), par.layout
+
+
+def _play_two_processes(monkeypatch, me: int, other_fails: set[int], other_steps=None):
+    """This process is `me` of 2; the other one sees `other_steps` and cannot read the steps in `other_fails`."""
+    def allgather(x):
+        theirs = x.copy()
+        if getattr(allgather, "first", True):  # _agreed_steps: [count, newest]
+            allgather.first = False
+            if other_steps is not None:
+                theirs = np.array([len(other_steps), max(other_steps, default=-1)], np.int32)
+        else:  # _agree: [step, outcome]
+            theirs[1] = 1 if int(x[0]) in other_fails else 0
+        return np.stack([x, theirs] if me == 0 else [theirs, x])
+    monkeypatch.setattr(checkpoint, "_process_count", lambda: 2)
+    monkeypatch.setattr(checkpoint, "_process_index", lambda: me)
+    monkeypatch.setattr(checkpoint, "_allgather", allgather)
+    monkeypatch.setattr(checkpoint, "_sync", lambda name: None)
+
+
+
+@pytest.mark.parametrize("me", [0, 1])
+def test_a_checkpoint_one_process_cannot_read_is_given_up_by_all(reference, tmp_path, monkeypatch, me,
+                                                                  state_and_layout):
+    run = _interrupted_copy(reference, tmp_path / "run")
+    state, layout = state_and_layout
+    _play_two_processes(monkeypatch, me, other_fails={32})
+    ckpt = checkpoint.Checkpointer(run / "checkpoints")
+    said = []
+    restored = ckpt.restore_newest_readable(state, layout, log=said.append)
+    ckpt.close()
+    assert restored.step == 24  # this process read 32, but the other could not: both resume from 24
+    assert restored.set_aside == (checkpoint.SetAside(32, f"unreadable on process(es) {1 - me}", "32.unreadable"),)
+    assert said == [f"checkpoint 32 in {run / 'checkpoints'} is unreadable (unreadable on process(es) {1 - me}); "
+                    f"moved to 32.unreadable, resuming from step 24"]
+    # Process 0 alone moves it (the other process's copy of this code leaves the shared directory alone).
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == (["24", "32.unreadable"] if me == 0
+                                                                      else ["24", "32"])
+    plain = checkpoint.Checkpointer(reference / "checkpoints")
+    want = plain.restore(24, state, layout)
+    plain.close()
+    assert np.array_equal(np.asarray(restored.state.emb.table), np.asarray(want.emb.table))
+
+
+def test_processes_that_see_different_checkpoints_stop(reference, tmp_path, monkeypatch, state_and_layout):
+    run = _interrupted_copy(reference, tmp_path / "run")
+    _play_two_processes(monkeypatch, 0, other_fails=set(), other_steps=[24])
+    ckpt = checkpoint.Checkpointer(run / "checkpoints")
+    with pytest.raises(UserError, match="the processes see different checkpoints .* one shared directory"):
+        ckpt.restore_newest_readable(*state_and_layout, log=lambda line: None)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["24", "32"]
