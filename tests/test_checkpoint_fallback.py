@@ -273,3 +273,38 @@ def test_processes_that_see_different_checkpoints_stop(reference, tmp_path, monk
     with pytest.raises(UserError, match="the processes see different checkpoints .* one shared directory"):
         ckpt.restore_newest_readable(*state_and_layout, log=lambda line: None)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["24", "32"]
+
+
+def _edit_layout(step_dir: Path, **changes) -> None:
+    """Rewrite the embedding layout recorded in a checkpoint's step metadata (still valid JSON)."""
+    path = step_dir / checkpoint.STEP_METADATA_FILE
+    meta = json.loads(path.read_text())
+    group = meta["custom_metadata"][checkpoint.LAYOUT_KEY]["groups"][0]
+    group["feature_rows"][0] += 1  # one digit off: these tables are not this run's
+    meta["custom_metadata"][checkpoint.LAYOUT_KEY].update(changes)
+    path.write_text(json.dumps(meta))
+
+
+def test_a_newest_checkpoint_whose_layout_does_not_match_is_set_aside(reference, tmp_path, state_and_layout):
+    run = _interrupted_copy(reference, tmp_path / "run")
+    _edit_layout(run / "checkpoints" / "32")
+    ckpt = checkpoint.Checkpointer(run / "checkpoints")
+    restored = ckpt.restore_newest_readable(*state_and_layout, log=lambda line: None)
+    ckpt.close()
+    assert restored.step == 24 and [a.step for a in restored.set_aside] == [32]
+    assert "the checkpoint's tables are laid out for" in restored.set_aside[0].reason
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["24", "32.unreadable"]
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_checkpoints_all_of_another_placement_are_refused_not_set_aside(reference, tmp_path, state_and_layout,
+                                                                        restart):
+    """Every checkpoint laid out for another mesh is the user's setting, not damage, even with the opt-in."""
+    run = _interrupted_copy(reference, tmp_path / "run")
+    for step in ("32", "24"):
+        _edit_layout(run / "checkpoints" / step, kind="table")
+    ckpt = checkpoint.Checkpointer(run / "checkpoints")
+    with pytest.raises(UserError, match="^checkpoint 32 in .* laid out for embedding.sharding=table over 1 model "
+                                        "shards, this run's for embedding.sharding=replicated .* resume with"):
+        ckpt.restore_newest_readable(*state_and_layout, restart_if_unreadable=restart, log=lambda line: None)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["24", "32"]
