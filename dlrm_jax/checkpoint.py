@@ -221,7 +221,8 @@ class Checkpointer:
             raise UserError(f"no readable checkpoint in {self.directory} ({listed}); rerun with "
                             f"--restart-if-unreadable (checkpoint.restart_if_unreadable=true) to set "
                             f"{'it' if len(failed) == 1 else 'them'} aside and start from step 0")
-        return Restored(0, like, RunTime(), self._set_aside(failed, log, "starting from step 0 (restart_if_unreadable)"))
+        aside = self._set_aside(failed, log, "starting from step 0 (restart_if_unreadable)")
+        return Restored(0, like, RunTime(), aside)
 
     def _agreed_steps(self) -> list[int]:
         """The checkpoints' steps, newest first; every process must see the same ones."""

@@ -63,6 +63,10 @@ def _events(run: Path) -> list[dict]:
     return [x for x in _lines(run) if x.get("event") == checkpoint.UNREADABLE_EVENT]
 
 
+def _truncate_to_half(f: Path) -> None:
+    os.truncate(f, f.stat().st_size // 2)
+
+
 def _largest_file(d: Path) -> Path:
     return max((p for p in d.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
 
@@ -77,11 +81,9 @@ DAMAGE = {
     # Orbax logs a damaged step metadata file and reads it as empty: the run time would be lost silently.
     "step_metadata": (lambda c: os.truncate(c / "_CHECKPOINT_METADATA", 10), "_CHECKPOINT_METADATA"),
     # The issue's second case: OUT_OF_RANGE: Error opening "zarr" driver (the index under default/d/).
-    "index_file": (lambda c: [os.truncate(p, p.stat().st_size // 2) for p in (c / "default" / "d").iterdir()],
-                   "OUT_OF_RANGE"),
+    "index_file": (lambda c: [_truncate_to_half(p) for p in (c / "default" / "d").iterdir()], "OUT_OF_RANGE"),
     # The largest file holds array bytes (the embedding tables): half of it is gone.
-    "array_file": (lambda c: os.truncate(_largest_file(c / "default"), _largest_file(c / "default").stat().st_size // 2),
-                   "OUT_OF_RANGE"),
+    "array_file": (lambda c: _truncate_to_half(_largest_file(c / "default")), "OUT_OF_RANGE"),
     # A directory lost in a bad copy: the one that holds the arrays' bytes.  TensorStore
     # reads the missing files as empty ("Truncated Zstd-compressed stream"); the reason names the checkpoint.
     "missing_directory": (lambda c: shutil.rmtree(_largest_file(c / "default").parent.parent),

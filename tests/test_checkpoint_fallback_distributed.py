@@ -33,6 +33,11 @@ def _lines(run: Path) -> list[dict]:
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def _metrics(run: Path) -> list[dict]:
+    """The train-loss and eval lines, without the (run-time dependent) wall_s."""
+    return [{k: v for k, v in x.items() if k != "wall_s"} for x in _lines(run) if "event" not in x]
+
+
 def test_two_processes_fall_back_to_the_same_step(tmp_path, monkeypatch):
     monkeypatch.setenv("DLRM_SCALING_COMPILE_CACHE", str(tmp_path / "cache"))  # the rerun compiles nothing
     ref = tmp_path / "ref"
@@ -48,14 +53,13 @@ def test_two_processes_fall_back_to_the_same_step(tmp_path, monkeypatch):
 
     assert code == 0, log[-3000:]
     for i in (0, 1):  # each process says so, names the same target, resumes from the same step
-        said = [line for line in log.splitlines() if line.startswith(f"[{i}] checkpoint 8 ") and "is unreadable" in line]
+        said = [x for x in log.splitlines() if x.startswith(f"[{i}] checkpoint 8 ") and "is unreadable" in x]
         assert len(said) == 1 and said[0].endswith("moved to 8.unreadable, resuming from step 4"), log[-3000:]
         assert f"[{i}] {run}: resuming from step 4 (1024 examples)" in log
     want, got = json.loads((ref / "summary.json").read_text()), json.loads((run / "summary.json").read_text())
     for k in ("eval_ne", "eval_logloss", "eval_auc", "eval_calibration"):
         assert got[k] == want[k], k
-    strip = lambda lines: [{k: v for k, v in x.items() if k != "wall_s"} for x in lines if "event" not in x]  # noqa: E731
-    assert strip(_lines(run)) == strip(_lines(ref))
+    assert _metrics(run) == _metrics(ref)
     events = [x for x in _lines(run) if "event" in x]  # one line: process 0 alone writes the log
     assert [(e["step"], e["checkpoint"], e["moved_to"]) for e in events] == [(4, 8, "checkpoints/8.unreadable")]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["4", "8", "8.unreadable"]
