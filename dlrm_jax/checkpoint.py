@@ -15,12 +15,25 @@ devices) is refused with a clear message rather than restored wrongly.
 Each checkpoint also records the run's time so far (`RunTime`), so a resumed
 run's `wall_s` and `examples_per_s` cover every process it took, not the last.
 
+A checkpoint that was committed and later damaged (a truncated file after a
+full disk, a bad copy between buckets, a lost directory) costs one checkpoint
+interval, not the run: `restore_newest_readable` tries the checkpoints newest
+first, moves each one that cannot be read to `<step>.unreadable` (never
+deleted) once an older one restores, and starts over from step 0 only when
+asked to.  In a multi-process run every process reads each candidate and the
+processes agree (through a JAX collective) before any of them goes on, so all
+of them resume from the same step.
+
 Orbax refuses zero-size arrays (SGD's empty accumulator), so they are stored
 as a one-element stand-in and given back empty.
 """
 from __future__ import annotations
 
+import json
+import sys
+import warnings
 from pathlib import Path
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -32,14 +45,69 @@ from dlrm_jax.errors import UserError
 
 LAYOUT_KEY = "embedding_layout"
 RUN_TIME_KEY = "run_time"
+UNREADABLE_SUFFIX = ".unreadable"  # checkpoints/<step>.unreadable: set aside, never deleted
+# Orbax's per-step metadata file (it holds our layout and run time).  Orbax logs
+# and ignores a damaged one, which would silently lose both, so we check it.
+STEP_METADATA_FILE = "_CHECKPOINT_METADATA"
+
+
+class SetAside(NamedTuple):
+    """A checkpoint that could not be read, and where it was moved (`checkpoints/<step>.unreadable`)."""
+    step: int
+    reason: str
+    moved_to: str  # the directory's new name
+
+
+class Restored(NamedTuple):
+    """What `restore_newest_readable` resumes from.
+
+    step: the restored checkpoint's step (0: a fresh start); state: the restored
+    state (the `like` given on a fresh start); run_time: the time recorded with
+    it; set_aside: the checkpoints moved aside, newest first.
+    """
+    step: int
+    state: Any
+    run_time: RunTime
+    set_aside: tuple[SetAside, ...] = ()
+
+
+UNREADABLE_EVENT = "checkpoint_unreadable"
+
+
+def unreadable_event(aside: SetAside, resumed_step: int, batch_size: int, flops_per_example: int) -> dict:
+    """The metrics.jsonl line for a checkpoint set aside.
+
+    Dated at the step resumed from, so truncating the log to a later resume
+    point keeps it, and a fallback to an earlier one drops it with the rest.
+    """
+    seen = resumed_step * batch_size
+    return {"step": resumed_step, "examples_seen": seen, "flops_seen": seen * flops_per_example,
+            "event": UNREADABLE_EVENT, "checkpoint": aside.step, "reason": aside.reason,
+            "moved_to": f"checkpoints/{aside.moved_to}"}
+
+
+# A candidate's outcome, agreed between processes as the maximum over them.
+_READABLE, _UNREADABLE, _REFUSED = 0, 1, 2
 
 
 class Checkpointer:
     def __init__(self, directory: Path, keep: int = 2):
+        if keep < 2:
+            warnings.warn(f"checkpoint.keep={keep}: with a single checkpoint kept, a damaged checkpoint "
+                          f"means a restart from step 0 (keep >= 2 lets a run fall back to the one before)",
+                          stacklevel=2)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=False)
         self._manager = ocp.CheckpointManager(Path(directory).absolute(), options=options,
                                               item_handlers=ocp.StandardCheckpointHandler())
+        # Restores read through the item handler, not the manager: the manager's
+        # restore ends in a barrier that a process whose read failed never
+        # reaches, which would stall the others instead of letting them agree.
+        self._reader = ocp.StandardCheckpointHandler()
+
+    @property
+    def directory(self) -> Path:
+        return Path(self._manager.directory)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -73,6 +141,7 @@ class Checkpointer:
         another mesh restores too: see the module docstring.
         """
         abstract = jax.tree.map(lambda x: _EMPTY if x.size == 0 else _abstract(x), like)
+        _check_step_metadata(self.directory / str(step))
         saved = self.saved_layout(step) if layout is not None else None
         strict = True
         if saved is not None:
@@ -82,11 +151,153 @@ class Checkpointer:
                                 f"the embedding.sharding and mesh.model it was saved with")
             # Only trailing padding rows may differ (zero, never read), so pad or drop them.
             strict = [g["rows"] for g in saved["groups"]] == [g["rows"] for g in layout["groups"]]
-        restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract, strict=strict))
+        item_dir = self.directory / str(step) / ocp.checkpoint_manager.DEFAULT_ITEM_NAME
+        restored = self._reader.restore(item_dir, args=ocp.args.StandardRestore(abstract, strict=strict))
         return jax.tree.map(lambda x, r: _like_empty(x) if x.size == 0 else r, like, restored)
 
+    def restore_newest_readable(self, like, layout: dict | None = None, *, restart_if_unreadable: bool = False,
+                                log: Callable[[str], None] | None = None) -> Restored:
+        """Restore the newest checkpoint that can be read; a fresh start if there is none.
+
+        Each checkpoint that fails to read (any error from Orbax or TensorStore,
+        a damaged metadata file, an embedding layout that does not fit), newer
+        than the one restored, is moved to `<step>.unreadable` and named in one
+        line through `log` (stderr by default).  With none readable: a UserError
+        naming each and why (nothing moved, so the same command says the same),
+        unless `restart_if_unreadable`, which sets them all aside and starts
+        from step 0.  A layout refusal with nothing older readable is the user's
+        mesh, not damage: it is raised as `restore` raises it, nothing moved.
+
+        Every process calls this; each reads each candidate, and a candidate
+        counts as readable only if every process read it.  When it raises, it
+        has closed this Checkpointer (no Orbax thread outlives the error).
+        """
+        try:
+            return self._restore_newest_readable(like, layout, restart_if_unreadable,
+                                                 log or (lambda line: print(line, file=sys.stderr)))
+        except BaseException:
+            self.close()
+            raise
+
+    def _restore_newest_readable(self, like, layout, restart_if_unreadable: bool, log) -> Restored:
+        failed: list[tuple[int, str, int]] = []  # (step, reason, outcome), newest first
+        refusal = None
+        for step in self._agreed_steps():
+            outcome, reason, state, run_time = _READABLE, "", None, RunTime()
+            try:
+                state = self.restore(step, like, layout)
+                run_time = self.saved_run_time(step)
+            except UserError as err:  # placement.restorable refused the layout
+                outcome, reason, refusal = _REFUSED, str(err), refusal or err
+            except Exception as err:  # noqa: BLE001: whatever Orbax and TensorStore raise for a bad file
+                outcome, reason = _UNREADABLE, unreadable_reason(err)
+                # A failed read can leave TensorStore reads in flight; closing the handler
+                # settles them before its event loop goes (else: "Event loop is closed").
+                self._reader.close()
+                self._reader = ocp.StandardCheckpointHandler()
+            agreed, others = _agree(step, outcome)
+            if agreed == _READABLE:
+                return Restored(step, state, run_time, self._set_aside(failed, log, f"resuming from step {step}"))
+            failed.append((step, reason or f"unreadable on process(es) {', '.join(map(str, others))}", agreed))
+        if not failed:
+            return Restored(0, like, RunTime())
+        if refusal is not None or any(o == _REFUSED for _, _, o in failed):
+            raise refusal or UserError(f"checkpoint {failed[0][0]} in {self.directory}: {failed[0][1]}")
+        if not restart_if_unreadable:
+            listed = "; ".join(f"{s}: {r}" for s, r, _ in failed)
+            raise UserError(f"no readable checkpoint in {self.directory} ({listed}); rerun with "
+                            f"--restart-if-unreadable (checkpoint.restart_if_unreadable=true) to set "
+                            f"{'it' if len(failed) == 1 else 'them'} aside and start from step 0")
+        aside = self._set_aside(failed, log, "starting from step 0 (restart_if_unreadable)")
+        return Restored(0, like, RunTime(), aside)
+
+    def _agreed_steps(self) -> list[int]:
+        """The checkpoints' steps, newest first; every process must see the same ones."""
+        steps = sorted(self._manager.all_steps(), reverse=True)
+        if _process_count() > 1:
+            seen = _allgather(np.array([len(steps), max(steps, default=-1)], np.int32))  # [processes, 2]
+            if not (seen == seen[0]).all():
+                raise UserError(f"the processes see different checkpoints in {self.directory} "
+                                f"(count, newest per process: {seen.tolist()}); it must be one shared directory")
+        return steps
+
+    def _set_aside(self, failed: list[tuple[int, str, int]], log, then: str) -> tuple[SetAside, ...]:
+        """Move each failed checkpoint to `<step>.unreadable` (process 0 alone) and forget it."""
+        if not failed:
+            return ()
+        aside = tuple(SetAside(step, reason, unreadable_path(self.directory, step).name) for step, reason, _ in failed)
+        _sync("dlrm_jax.checkpoint.set_aside.named")  # every process names the targets before any is taken
+        if _process_index() == 0:
+            for a in aside:
+                (self.directory / str(a.step)).rename(self.directory / a.moved_to)
+        for a in aside:
+            log(f"checkpoint {a.step} in {self.directory} is unreadable ({a.reason}); moved to {a.moved_to}, {then}")
+        _sync("dlrm_jax.checkpoint.set_aside.moved")  # moved before any process lists the steps again
+        self._manager.reload()  # the manager caches its steps; a moved one must not be listed or kept
+        return aside
+
     def close(self) -> None:
+        self._reader.close()
         self._manager.close()
+
+
+def unreadable_path(directory: Path, step: int) -> Path:
+    """`<step>.unreadable`, or `<step>.unreadable.<n>` when that exists (never overwrite one set aside)."""
+    target, n = Path(directory) / f"{step}{UNREADABLE_SUFFIX}", 1
+    while target.exists():
+        target, n = Path(directory) / f"{step}{UNREADABLE_SUFFIX}.{n}", n + 1
+    return target
+
+
+def unreadable_reason(err: BaseException, limit: int = 300) -> str:
+    """One line: the innermost cause (TensorStore's own error is at the end of the chain)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = next((line for line in str(err).splitlines() if line.strip()), "")
+    text = text.split(" [tensorstore_spec=")[0].strip()  # TensorStore appends the whole spec
+    line = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _check_step_metadata(step_dir: Path) -> None:
+    """Orbax reads a damaged or missing step metadata file as empty; we need what it holds."""
+    path = step_dir / STEP_METADATA_FILE
+    try:
+        with open(path) as f:
+            json.load(f)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+# The processes' view, in functions of their own so tests can play a second process.
+def _process_index() -> int:
+    return jax.process_index()
+
+
+def _process_count() -> int:
+    return jax.process_count()
+
+
+def _allgather(x: np.ndarray) -> np.ndarray:
+    """Every process's `x`, stacked in process order: [processes, *x.shape]."""
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x))
+
+
+def _sync(name: str) -> None:
+    if _process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+def _agree(step: int, outcome: int) -> tuple[int, list[int]]:
+    """Every process's outcome for `step` -> (the worst one, the processes that could not read it)."""
+    if _process_count() == 1:
+        return outcome, []
+    seen = _allgather(np.array([step, outcome], np.int32))  # [processes, 2]
+    if not (seen[:, 0] == step).all():
+        raise RuntimeError(f"processes tried different checkpoints {seen[:, 0].tolist()} at once")
+    return int(seen[:, 1].max()), [i for i, o in enumerate(seen[:, 1]) if o != _READABLE]
 
 
 _EMPTY = np.zeros((1,), np.float32)

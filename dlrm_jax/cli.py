@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_args(t)
     t.add_argument("--out", required=True, help="run directory (resumed if it exists)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--restart-if-unreadable", action="store_true",
+                   help="if no checkpoint can be read, set them aside and start from step 0 "
+                        "(checkpoint.restart_if_unreadable=true); without it that is exit 2")
 
     b = sub.add_parser("bench", help="examples/s of the jitted train step")
     _add_config_args(b)
@@ -90,7 +93,10 @@ def _run(args) -> int:
     from dlrm_jax.compile_cache import enable_compilation_cache
     from dlrm_jax.config import load_config
     from dlrm_jax.host_memory import keep_freed_memory
-    cfg = load_config(args.preset, args.overrides)
+    overrides = list(args.overrides)
+    if getattr(args, "restart_if_unreadable", False):
+        overrides.append("checkpoint.restart_if_unreadable=true")
+    cfg = load_config(args.preset, overrides)
     enable_compilation_cache()
     keep_freed_memory()  # before the first step: XLA's per-step buffers then reuse pages
     if args.command == "train":

@@ -100,7 +100,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class CheckpointConfig:
     every_examples: int = 0          # 0: only at the end
-    keep: int = 2                    # checkpoints kept
+    keep: int = 2                    # checkpoints kept (>= 2: a damaged newest one falls back to the one before)
+    restart_if_unreadable: bool = False  # no readable checkpoint left: start from step 0 instead of exit 2
 
 
 @dataclass(frozen=True)
@@ -277,9 +278,12 @@ def field_type(key: str) -> tuple[Any, str | None]:
 # Keys that say where a run computes, not what it computes: a run may resume on
 # another mesh (checkpoints restore onto any placement), so these may change.
 PLACEMENT_KEYS = ("mesh.", "distributed.", "embedding.sharding", "embedding.replicate_below_rows")
+# Keys that say how to resume, not what to compute: `--restart-if-unreadable` is
+# given to the rerun that needs it, so a run dir accepts it changed.
+RESUME_KEYS = ("checkpoint.restart_if_unreadable",)
 
 
-def diff(a: Config, b: Config, ignore: tuple[str, ...] = PLACEMENT_KEYS) -> list[str]:
+def diff(a: Config, b: Config, ignore: tuple[str, ...] = PLACEMENT_KEYS + RESUME_KEYS) -> list[str]:
     """Dotted keys whose values differ between two configs, except those starting with `ignore`."""
     fa, fb = dict(flatten(a.to_dict())), dict(flatten(b.to_dict()))
     return [k for k, v in fb.items() if fa.get(k) != v and not k.startswith(ignore)]

@@ -77,12 +77,16 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     state = par.init(cfg.seed)
     ckpt = checkpoint.Checkpointer(run_dir / "checkpoints", keep=cfg.checkpoint.keep)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl") if primary else _NoMetricsLog()
-    start_step = ckpt.latest_step() or 0
+    # The newest readable checkpoint; damaged newer ones are set aside (checkpoint.py).
+    restored = ckpt.restore_newest_readable(state, layout=par.layout, log=log,
+                                            restart_if_unreadable=cfg.checkpoint.restart_if_unreadable)
+    start_step, state = restored.step, restored.state
     if start_step:
-        state = ckpt.restore(start_step, state, layout=par.layout)
-        chrono.resume(ckpt.saved_run_time(start_step), start_step)  # the time earlier processes spent
+        chrono.resume(restored.run_time, start_step)  # the time earlier processes spent
         log(f"{run_dir}: resuming from step {start_step} ({start_step * sched.batch_size} examples)")
     metrics_log.truncate_after(start_step * sched.batch_size)
+    for aside in restored.set_aside:  # after the truncation, dated at the step resumed from
+        metrics_log.write(checkpoint.unreadable_event(aside, start_step, sched.batch_size, acct.flops_per_example))
 
     # ---------------------------------------------------------------- compiled steps
     train_step, predict = par.train_step, par.predict

@@ -172,8 +172,19 @@ def _outcome(p: Point, startup_errors: dict[str, str]) -> str:
         return f"failed ({startup_errors[p.name]})"
     s = read_json(p.run_dir / "summary.json")
     if s.get("status") == "done":
-        return f"done, eval NE {s['eval_ne']:.4f}"
+        return f"done, eval NE {s['eval_ne']:.4f}{_set_aside_note(p.run_dir)}"
     return f"failed: {s.get('error')}"
+
+
+def _set_aside_note(run_dir: Path) -> str:
+    """How a run that met unreadable checkpoints resumed (their events in metrics.jsonl), or ""."""
+    from dlrm_jax.checkpoint import UNREADABLE_EVENT
+    from dlrm_jax.rundir import MetricsLog
+    events = [e for e in MetricsLog(run_dir / "metrics.jsonl").read_lines() if e.get("event") == UNREADABLE_EVENT]
+    if not events:
+        return ""
+    resumed = f"resumed from step {events[-1]['step']}" if events[-1]["step"] else "restarted from step 0"
+    return f" ({resumed}; unreadable checkpoints set aside: {', '.join(e['moved_to'] for e in events)})"
 
 
 def _last_line(path: Path) -> str:
