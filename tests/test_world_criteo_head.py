@@ -18,6 +18,12 @@ pytestmark = pytest.mark.skipif(not HEAD.is_file(), reason=f"{HEAD} not present"
 ROWS = np.arange(1000, 10_000, 500).tolist() + [9999]      # the 1k..10k rows the curves are compared over
 
 
+def top_share(ids, k):
+    """Share of the present ids that the k most frequent values take."""
+    counts = np.sort(np.unique(ids[ids != 0], return_counts=True)[1])[::-1]
+    return counts[:k].sum() / max(counts.sum(), 1)
+
+
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     """The head prepared with a min-count-1 vocabulary: every distinct value keeps its own id."""
@@ -39,6 +45,9 @@ def test_criteo_like_distinct_ids_follow_the_head(head):
         assert np.all(np.abs(s - r) <= tol), (f"C{f + 1}", r.tolist(), s.tolist())
         if r[-1] >= 500:   # the large tables, where noise is small, within 15% outright
             assert np.all(np.abs(s / r - 1) <= 0.15), (f"C{f + 1}", r.tolist(), s.tolist())
+        # the head of the frequency profile: what the most popular values carry
+        assert top_share(ids[:, f], 10) == pytest.approx(top_share(real.sparse[:, f], 10), abs=0.03), f"C{f + 1}"
+        assert top_share(ids[:, f], 1) == pytest.approx(top_share(real.sparse[:, f], 1), abs=0.03), f"C{f + 1}"
     total_r = sum(len(np.unique(real.sparse[real.sparse[:, f] != 0, f])) for f in range(26))
     total_s = sum(len(np.unique(ids[ids[:, f] != 0, f])) for f in range(26))
     assert abs(total_s / total_r - 1) < 0.05              # 43,575 distinct ids in the head
