@@ -96,6 +96,14 @@ def test_criteo_like_world_from_config():
     assert src.world_ids(EVAL_STREAM, np.arange(100)).tolist() != ids[:100].tolist()
 
 
+def test_embedding_rows_sweep_scales_from_the_worlds_tables():
+    from sweeps.embedding_rows import points
+    cfg = load_config("small", ["synthetic.world=criteo-like"])
+    assert points(cfg)[-1] == {"model.table_rows": 10_131_228}          # C3: the largest table
+    capped = cfg.replace(**{"model.table_rows": 1 << 17})
+    assert [p["model.table_rows"] for p in points(capped)] == [1 << 11, 1 << 13, 1 << 15, 1 << 17]
+
+
 def test_bad_world_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="neither a shipped world"):
         load_config("tiny", ["synthetic.world=no-such-world"])
