@@ -11,7 +11,7 @@ from dlrm_jax.cli import main as cli_main
 from dlrm_jax.config import load_config
 from dlrm_jax.data import criteo_format as cf
 from dlrm_jax.data import make_source
-from dlrm_jax.data.calibrate import calibrate, fit_dense, world_rows
+from dlrm_jax.data.calibrate import fit_dense, fit_id_law, world_rows
 from dlrm_jax.data.criteo_prepare import PrepareOptions, prepare
 from dlrm_jax.data.synthetic import EVAL_STREAM, TRAIN_STREAM, SyntheticSource
 from dlrm_jax.data.world import DenseMarginal, IdLaw, distinct_curve, load_world, world_from_json
@@ -147,10 +147,22 @@ def generated(tmp_path_factory):
     return world, rows, tmp
 
 
-def test_calibrate_recovers_a_known_world(generated):
-    world, rows, tmp = generated
+@pytest.fixture(scope="module")
+def calibrated(generated):
+    """`dlrm-scaling data calibrate` of the generated rows (the world's own cardinalities)."""
+    world, _, tmp = generated
+    out = tmp / "fitted.json"
     cards = ",".join(str(f.cardinality) for f in world.features)
-    fitted = calibrate(tmp / "data", cardinalities=cards)
+    rc = cli_main(["data", "calibrate", "--src", str(tmp / "data"), "--out", str(out),
+                   "--cardinalities", cards, "--teacher", "1,0.5,0.25"])
+    return rc, out
+
+
+def test_calibrate_recovers_a_known_world(generated, calibrated):
+    world, rows, tmp = generated
+    rc, out = calibrated
+    assert rc == 0
+    fitted = load_world(str(out))
     assert fitted.base_ctr == pytest.approx(rows.labels.mean(), abs=1e-6)
     grid = np.array([500, 2000, 8000])                 # the range it was fitted on
     for j, (true, fit) in enumerate(zip(world.features, fitted.features)):
@@ -166,12 +178,24 @@ def test_calibrate_recovers_a_known_world(generated):
         assert np.mean(fit.sample(u)) == pytest.approx(np.mean(true.sample(u)), abs=0.05), j
 
 
-def test_calibrate_cli_writes_a_world_the_config_reads(generated, tmp_path, capsys):
-    _, _, tmp = generated
-    out = tmp_path / "w.json"
-    assert cli_main(["data", "calibrate", "--src", str(tmp / "data"), "--out", str(out)]) == 0
+def test_fitted_cardinality_follows_the_curve():
+    law = IdLaw(3000, 0.1, 1.3, 10.0, (0.2,))
+    ids = law.ids(np.random.default_rng(2).random(8000), (7, 3))
+    fitted, rep = fit_id_law(ids, "fit")
+    assert rep["distinct"] <= fitted.cardinality <= 8_000_000
+    grid = np.array([500, 2000, 8000])
+    np.testing.assert_allclose(fitted.expected_distinct(grid), law.expected_distinct(grid), rtol=0.1)
+    assert rep["max_rel_error_last_decade"] < 0.05
+    observed, _ = fit_id_law(ids, "observed")
+    assert observed.cardinality == rep["distinct"]
+
+
+def test_calibrate_cli_writes_a_world_the_config_reads(calibrated):
+    rc, out = calibrated
+    assert rc == 0
     w = json.loads(out.read_text())
     assert w["format"] == "dlrm-scaling/synthetic-world" and len(w["categorical"]) == 26
+    assert (w["teacher"]["id_effect"], w["teacher"]["pair_effect"], w["teacher"]["dense_effect"]) == (1, 0.5, 0.25)
     src = make_source(load_config("tiny", [f"synthetic.world={out}", "model.table_rows=1000"]))
     assert src.eval_batch(256).sparse.shape == (256, 26)
 
@@ -203,6 +227,8 @@ def test_calibrate_bad_input_exits_2_with_one_line(generated, tmp_path, capsys):
     assert cli_main(["data", "calibrate", "--src", str(tmp / "data"), "--out", str(out),
                      "--cardinalities", ",".join(["2"] * 26)]) == 2
     assert "more than the 2 given" in _one_error_line(capsys)
+    assert cli_main(["data", "calibrate", "--src", str(tmp / "data"), "--out", str(out), "--teacher", "1,2"]) == 2
+    assert "--teacher" in _one_error_line(capsys)
     assert cli_main(["data", "calibrate", "--out", str(out)]) == 2
     assert "--src" in _one_error_line(capsys)
     assert not out.exists()
