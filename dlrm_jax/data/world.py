@@ -11,8 +11,8 @@ fitted numbers only, no rows of any data set).
 Categorical feature f (`IdLaw`), C present values, ids 0..C (C + 1 table rows):
     id 0 is "missing" (as in prepared Criteo shards), drawn with probability m;
     otherwise a popularity rank k in 1..C: the K most popular ranks with their
-    measured shares (`head`: values seen often enough that their share is known
-    to ~15%), the rest from a Zipf-Mandelbrot tail, P(k) ~ (k + q)^-s, sampled
+    measured shares (`head`: values seen >= 30 times, so their share is known
+    to ~18%), the rest from a Zipf-Mandelbrot tail, P(k) ~ (k + q)^-s, sampled
     as floor(x - q) of a continuous power law x^-s on [K + 1 + q, C + 1 + q)
     (so P(k) = F(k + 1 + q) - F(k + q) exactly, with F that law's CDF); the
     rank is then scrambled over ids 1..C by an affine permutation.  The head
@@ -23,6 +23,12 @@ Dense feature j (`DenseMarginal`): 0 with probability m (missing; the log1p
 transform maps missing, negative and zero counts all to 0), otherwise the
 inverse of a piecewise-linear quantile function of log(1 + count), rounded
 to log1p of the nearest whole count (counts are integers in the logs).
+
+What a world cannot hold: correlations between features (each feature's id is
+drawn on its own; the teacher's pairs are random, not the log's), time drift
+(a world's stream is stationary; the logs' new values come in bursts), and the
+log's own click function (only the teacher's strength is calibrated; README,
+"A world calibrated to Criteo").
 
 Everything here is numpy; the per-example draws stay pure functions of
 (seed, stream, index) because the caller passes hashed uniforms in.
