@@ -61,6 +61,18 @@ def test_criteo_like_label_rate_matches_the_head(head):
     assert load_world("criteo-like").base_ctr == pytest.approx(real.labels.mean(), abs=1e-6)
 
 
+def test_criteo_like_dense_marginals_match_the_head(head):
+    _, real = head
+    syn = SyntheticSource(seed=0, world=load_world("criteo-like")).examples(TRAIN_STREAM, np.arange(9999))[0]
+    for j in range(13):   # log1p(count), 0 where missing or zero: what the model sees
+        r, s = real.dense[:, j], syn.dense[:, j]
+        assert float(s.mean()) == pytest.approx(float(r.mean()), abs=0.05), f"I{j + 1}"
+        assert np.mean(s == 0) == pytest.approx(np.mean(r == 0), abs=0.02), f"I{j + 1}"
+        for q in (0.5, 0.9, 0.99):
+            assert np.quantile(s, q) == pytest.approx(np.quantile(r, q), abs=0.1 * (1 + float(np.quantile(r, q)))), \
+                f"I{j + 1} q{q}"
+
+
 def test_shipped_world_is_the_heads_calibration(head):
     out, _ = head
     fresh = calibrate(out, cardinalities="kaggle")
