@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     cp = dsub.add_parser("criteo-prepare", help="Criteo TSV into columnar shards", add_help=False)
     cp.add_argument("rest", nargs=argparse.REMAINDER)
+    ca = dsub.add_parser("calibrate", help="fit a synthetic world to prepared Criteo shards", add_help=False)
+    ca.add_argument("rest", nargs=argparse.REMAINDER)
     return p
 
 
@@ -73,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:2] == ["data", "criteo-prepare"]:
         from dlrm_jax.data.criteo.prepare import main as prepare_main
         return prepare_main(argv[2:])
+    if argv[:2] == ["data", "calibrate"]:
+        from dlrm_jax.data.calibrate import main as calibrate_main
+        return calibrate_main(argv[2:])
     args = _parser().parse_args(argv)
     try:
         return _run(args)

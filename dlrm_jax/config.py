@@ -87,6 +87,11 @@ class SyntheticConfig:
     pair_effect: float = 1.0                       # std of summed pairwise-interaction effects
     dense_effect: float = 0.8                      # std of the dense-feature effect
     latent_dim: int = 4                            # rank of the pairwise teacher
+    # A fitted world (dlrm_jax/data/world.py): a shipped name (criteo-like) or a world
+    # JSON file from `dlrm-scaling data calibrate`.  When set, its per-feature id
+    # laws, dense marginals, click rate and teacher strengths replace cardinalities,
+    # zipf, base_ctr and the effect sizes above ("" = the default world).
+    world: str = ""
 
 
 @dataclass(frozen=True)
@@ -249,6 +254,9 @@ def validate(cfg: Config) -> None:
     need(s.zipf > 0, f"synthetic.zipf must be positive, got {s.zipf}")
     need(0 < s.base_ctr < 1, f"synthetic.base_ctr must be in (0, 1), got {s.base_ctr}")
     need(s.latent_dim >= 1, f"synthetic.latent_dim must be >= 1, got {s.latent_dim}")
+    if s.world:
+        from dlrm_jax.data.world import load_world
+        load_world(s.world)  # a missing or malformed world file is bad input now, not mid-run
     need(cfg.data.source == "synthetic" or cfg.data.source.startswith("criteo:"),
          f"data.source must be 'synthetic' or 'criteo:DATA_DIR', got {cfg.data.source!r}")
     need(cfg.checkpoint.every_examples >= 0, f"checkpoint.every_examples must be >= 0, got {cfg.checkpoint.every_examples}")

@@ -9,6 +9,12 @@ Run:  dlrm-scaling sweep embedding_rows --preset small --out runs/sweeps/embeddi
 def points(base):
     c = base.synthetic.cardinalities
     largest = max(c) if isinstance(c, tuple) else c
+    if base.data.source == "synthetic" and base.synthetic.world:
+        # A world sets its own table sizes; a positive model.table_rows caps them.
+        from dlrm_jax.data.world import load_world
+        largest = max(load_world(base.synthetic.world).table_rows)
+        if isinstance(base.model.table_rows, int) and base.model.table_rows:
+            largest = min(largest, base.model.table_rows)
     if base.data.source != "synthetic":
         largest = base.model.table_rows if isinstance(base.model.table_rows, int) and base.model.table_rows else 1 << 22
     return [{"model.table_rows": max(2, largest >> k)} for k in (6, 4, 2, 0)]

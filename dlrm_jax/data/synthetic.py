@@ -86,7 +86,14 @@ class SyntheticSource:
     def __init__(self, seed: int = 0, cardinalities: int | Sequence[int] = 20000, zipf: float = 1.05,
                  base_ctr: float = 0.25, id_effect: float = 1.5, pair_effect: float = 1.0,
                  dense_effect: float = 0.8, latent_dim: int = 4, num_pairs: int = 24,
-                 table_sizes: Sequence[int] | None = None):
+                 table_sizes: Sequence[int] | None = None, world=None):
+        # A world (dlrm_jax/data/world.py) replaces the Zipf ids, log-normal dense
+        # counts, click rate and teacher strengths with its fitted laws; without
+        # one the generator is exactly the default world.
+        self.world = world
+        if world is not None:
+            cardinalities, base_ctr, latent_dim = world.table_rows, world.base_ctr, world.latent_dim
+            id_effect, pair_effect, dense_effect = world.id_effect, world.pair_effect, world.dense_effect
         self.seed = seed
         self.cardinalities = (spread_cardinalities(cardinalities) if isinstance(cardinalities, int)
                               else tuple(int(c) for c in cardinalities))
@@ -114,13 +121,16 @@ class SyntheticSource:
         self._dense_a = dense_effect * a / np.sqrt(np.sum(a ** 2) * 0.4)  # tanh(.) has var ~0.4
         # Affine scramble of ranks per feature: id = (rank * A + B) mod C, gcd(A, C) = 1.
         self._perm = []
-        for c in self.cardinalities:
+        # With a world, ranks are scrambled over the present ids 1..C (id 0 = missing).
+        for c in (self.cardinalities if world is None else [f.cardinality for f in world.features]):
             mult = int(rng.integers(1, c)) | 1
             while math.gcd(mult, c) != 1:
                 mult += 1
             self._perm.append((mult % c if c > 1 else 0, int(rng.integers(0, c))))
         self._keys = {name: _key(seed, n) for n, name in enumerate(
             ("ids", "dense", "label", "effect", "latent"))}
+        if world is not None:
+            self._dense_mu, self._dense_sigma = (np.array(v) for v in zip(*(d.moments() for d in world.dense)))
         self._tables = self._materialise() if (
             sum(self.cardinalities) * (1 + latent_dim) <= _MATERIALISE_LIMIT) else None
         self._b0 = 0.0
@@ -151,6 +161,8 @@ class SyntheticSource:
         row = index.astype(np.uint64) * _U64(4) + _U64(stream)
         feats = np.arange(NUM_SPARSE)
         u = hash_uniform(self._keys["ids"], row[:, None], feats)
+        if self.world is not None:
+            return self._raw_world(row, u)
         s = self.zipf
         ids = np.empty((len(index), NUM_SPARSE), dtype=np.int64)
         for f, c in enumerate(self.cardinalities):
@@ -166,6 +178,26 @@ class SyntheticSource:
         counts = np.floor(np.expm1(np.maximum(self._dense_mu + self._dense_sigma * z, 0.0)))
         dense = np.log1p(counts).astype(np.float32)  # what the model sees
         # The teacher reads the same transformed values, so nothing is hidden from the model.
+        return dense, ids, self._teacher_logit(dense, ids)
+
+    def _raw_world(self, row: np.ndarray, u: np.ndarray):
+        """`_raw` with the world's laws: ids from its per-feature popularity, dense from its marginals."""
+        ids = np.stack([law.ids(u[:, f], self._perm[f]) for f, law in enumerate(self.world.features)], 1)
+        ud = hash_uniform(self._keys["dense"], row[:, None], np.arange(NUM_DENSE))
+        dense = np.stack([d.sample(ud[:, j]) for j, d in enumerate(self.world.dense)], 1).astype(np.float32)
+        return dense, ids, self._teacher_logit(dense, ids)
+
+    def world_ids(self, stream: int, index: np.ndarray) -> np.ndarray:
+        """The generator's ids [B, 26] before folding into table rows (no teacher work)."""
+        row = np.asarray(index, dtype=np.uint64) * _U64(4) + _U64(stream)
+        u = hash_uniform(self._keys["ids"], row[:, None], np.arange(NUM_SPARSE))
+        if self.world is not None:
+            return np.stack([law.ids(u[:, f], self._perm[f]) for f, law in enumerate(self.world.features)], 1)
+        return self._raw(stream, index)[1]
+
+    def _teacher_logit(self, dense: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """The teacher's logit without the intercept [B]: dense, per-id and pairwise effects."""
+        # The teacher reads the transformed values the model sees, standardised.
         zs = (dense - self._dense_mu) / self._dense_sigma
         logit = np.tanh(zs @ self._dense_w + self._dense_c) @ self._dense_a
         lats = []
@@ -175,7 +207,7 @@ class SyntheticSource:
             lats.append(lat)
         for f, g in self._pairs:
             logit += self._pair_scale * np.einsum("bk,bk->b", lats[f], lats[g])
-        return dense, ids, logit
+        return logit
 
     def _solve_intercept(self) -> float:
         _, _, logit = self._raw(CALIBRATION_STREAM, np.arange(1 << 15))
@@ -216,6 +248,11 @@ class SyntheticSource:
 def from_config(cfg) -> SyntheticSource:
     """The generator a Config describes, with ids hashed into the model's table rows."""
     s = cfg.synthetic
+    if s.world:
+        from dlrm_jax.data.world import load_world
+        world = load_world(s.world)
+        return SyntheticSource(seed=s.seed, world=world,
+                               table_sizes=table_rows_for(cfg.model.table_rows, world.table_rows))
     cards = spread_cardinalities(s.cardinalities) if isinstance(s.cardinalities, int) else s.cardinalities
     return SyntheticSource(seed=s.seed, cardinalities=cards, zipf=s.zipf, base_ctr=s.base_ctr,
                            id_effect=s.id_effect, pair_effect=s.pair_effect, dense_effect=s.dense_effect,
