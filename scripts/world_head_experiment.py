@@ -27,7 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from dlrm_jax.data import criteo_format as cf  # noqa: E402
+from dlrm_jax.data.criteo import format as cf  # noqa: E402
 from dlrm_jax.data.calibrate import world_rows  # noqa: E402
 from dlrm_jax.data.synthetic import EVAL_STREAM, TRAIN_STREAM, SyntheticSource  # noqa: E402
 from dlrm_jax.data.world import load_world, world_from_json  # noqa: E402

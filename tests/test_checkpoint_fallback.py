@@ -218,12 +218,12 @@ def test_sweep_records_a_point_that_fell_back_as_resumed_not_failed(reference, t
 
 @pytest.fixture(scope="module")
 def state_and_layout():
-    from dlrm_jax import embedding as emb_lib, model as model_lib, sharding, step as step_lib
+    from dlrm_jax import embedding as emb_lib, model as model_lib, parallel, step as step_lib
     from dlrm_jax.data import make_source
     cfg = _cfg()
     source = make_source(cfg)
     layout = emb_lib.layout_for(source.table_sizes, cfg.model.embed_dim)
-    par = sharding.parallelize(cfg, model_lib.from_config(cfg.model), step_lib.dense_optimizer(cfg.train), layout)
+    par = parallel.parallelize(cfg, model_lib.from_config(cfg.model), step_lib.dense_optimizer(cfg.train), layout)
     return par.init(cfg.seed), par.layout
 
 

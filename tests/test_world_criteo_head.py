@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from dlrm_jax.data.calibrate import calibrate
-from dlrm_jax.data.criteo_prepare import PrepareOptions, prepare
-from dlrm_jax.data.criteo_source import CriteoSource
+from dlrm_jax.data.criteo.prepare import PrepareOptions, prepare
+from dlrm_jax.data.criteo.source import CriteoSource
 from dlrm_jax.data.synthetic import TRAIN_STREAM, SyntheticSource
 from dlrm_jax.data.world import distinct_curve, load_world
 

@@ -33,7 +33,7 @@ import numpy as np
 from scipy import optimize
 
 from dlrm_jax.config import KAGGLE_TABLE_ROWS
-from dlrm_jax.data import criteo_manifest as manifest_io
+from dlrm_jax.data.criteo import manifest as manifest_io
 from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE
 from dlrm_jax.data.world import DenseMarginal, IdLaw, World, curve_rows, distinct_curve, round_sig
 from dlrm_jax.errors import UserError
@@ -228,10 +228,10 @@ def calibrate(src: str | Path, splits: Sequence[str] | None = None, cardinalitie
 
 
 def world_rows(src, stream: int, n: int):
-    """The first n examples of a SyntheticSource stream as Criteo rows (`criteo_format.Rows`:
+    """The first n examples of a SyntheticSource stream as Criteo rows (`criteo.format.Rows`:
     ids as hex values, id 0 missing; dense as whole counts), plus their true click probabilities [n].
     What `criteo-prepare` reads, so a world's data can go through the real data's pipeline."""
-    from dlrm_jax.data import criteo_format as cf
+    from dlrm_jax.data.criteo import format as cf
     idx = np.arange(n)
     batch, p = src.examples(stream, idx)
     ids = src.world_ids(stream, idx)
