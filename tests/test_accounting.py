@@ -19,16 +19,21 @@ def _compiled_step(cfg, batch):
     return state, rows, cost["flops"]
 
 
-@pytest.mark.parametrize("preset, overrides", [
-    ("criteo-kaggle", []),
-    ("small", ["model.interaction=cat", "model.top_mlp=256,128"]),
+# XLA / analytic - 1 at batch 256, measured (jax 0.10.2, CPU): dot +0.059%, cat +1.52%.
+# XLA also counts elementwise work (activations, loss, the dense optimizer) that the
+# 2-FLOPs-per-multiply-add convention leaves out.  Tolerances: 0.2% and 3%, about 2-3x
+# the measured gap, so a miscount beyond that fails (e.g. the dot interaction counted
+# as its triangle instead of the full square XLA computes: -1.24%).
+@pytest.mark.parametrize("preset, overrides, rel", [
+    ("criteo-kaggle", [], 0.002),
+    ("small", ["model.interaction=cat", "model.top_mlp=256,128"], 0.03),
 ])
-def test_training_flops_match_xla_cost_analysis(preset, overrides):
+def test_training_flops_match_xla_cost_analysis(preset, overrides, rel):
     cfg = C.load_config(preset, overrides)
     batch = 256
     state, rows, xla_flops = _compiled_step(cfg, batch)
     acct = accounting.account(cfg.model, rows.rows, cfg.embedding.optimizer)
-    assert xla_flops / batch == pytest.approx(acct.flops_per_example, rel=0.10)
+    assert xla_flops / batch == pytest.approx(acct.flops_per_example, rel=rel)
     # parameter counts equal what Flax allocates
     n_dense = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
     assert acct.params_dense == n_dense

@@ -52,21 +52,23 @@ def test_exact_law_is_recovered_to_high_precision():
 
 
 def test_recovery_and_interval_coverage_over_seeds():
-    """8 points over 3 decades, 0.1% noise: median beta within 3%, 95% intervals cover
-    the truth in >= 85% of seeds (for every parameter)."""
+    """16 points over 3 decades, 0.1% noise: median beta within 3%; 95% intervals cover
+    the truth in >= 85% of seeds and are as wide as the fits scatter over seeds: median
+    width within a factor 2 of the 95% spread of the fitted values (2 x 1.96 sd).
+
+    Measured ratios (width / spread), seeds 0-19: 1.10, 1.15, 1.13 (alpha, beta,
+    gamma); 1.09-1.16 over 40 seeds with 100 resamples.  With 8 points the case bootstrap is wider than
+    the scatter: 1.44-1.65 over 60 seeds, up to 1.94 for 20 of them, too close to 2 to
+    test there."""
     truth = {"alpha": 5.0, "beta": 0.3, "gamma": 0.5}
-    betas, covered = [], {k: 0 for k in truth}
-    seeds = range(20)
-    for seed in seeds:
-        x, y = noisy_law(seed)
-        f = fit_power_law(x, y, bootstrap=100, seed=seed)
-        betas.append(f.beta)
-        for k, v in truth.items():
-            lo, hi = f.ci[k]
-            covered[k] += lo <= v <= hi
-    assert abs(np.median(betas) / truth["beta"] - 1) < 0.03
-    for k in truth:
-        assert covered[k] / len(seeds) >= 0.85, (k, covered[k])
+    fits = [fit_power_law(*noisy_law(seed, n=16), bootstrap=60, seed=seed) for seed in range(20)]
+    assert abs(np.median([f.beta for f in fits]) / truth["beta"] - 1) < 0.03
+    for k, v in truth.items():
+        covered = np.mean([f.ci[k][0] <= v <= f.ci[k][1] for f in fits])
+        assert covered >= 0.85, (k, covered)
+        width = np.median([f.ci[k][1] - f.ci[k][0] for f in fits])
+        spread = 2 * 1.96 * np.std([f.params[k] for f in fits], ddof=1)
+        assert 0.5 < width / spread < 2, (k, width / spread)
 
 
 def test_additive_law_is_recovered():

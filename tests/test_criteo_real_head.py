@@ -13,26 +13,32 @@ from dlrm_jax.data.criteo import format as cf
 from dlrm_jax.data.criteo.prepare import PrepareOptions, prepare
 from dlrm_jax.data.criteo.source import CriteoSource
 
-HEAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "criteo_kaggle_train_head9999.tsv"
-pytestmark = pytest.mark.skipif(not HEAD.is_file(), reason=f"{HEAD} not present")
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
+def head(shared_data) -> Path:
+    path = shared_data / "criteo_kaggle_train_head9999.tsv"
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    return path
+
+
+@pytest.fixture(scope="module")
+def prepared(head, tmp_path_factory):
     out = tmp_path_factory.mktemp("head") / "data"
-    m = prepare([HEAD], out, PrepareOptions(split="head:8000", hash_rows=(65536,) * 26))
-    parsed = [cf.parse_line(ln) for ln in HEAD.read_bytes().split(b"\n") if ln]
+    m = prepare([head], out, PrepareOptions(split="head:8000", hash_rows=(65536,) * 26))
+    parsed = [cf.parse_line(ln) for ln in head.read_bytes().split(b"\n") if ln]
     return out, m, parsed
 
 
-def test_manifest_matches_a_direct_parse(prepared):
+def test_manifest_matches_a_direct_parse(head, prepared):
     out, m, parsed = prepared
     assert len(parsed) == 9999
     assert m["rows"] == m["lines"] == 9999 and m["bad_rows"]["total"] == 0
     assert (m["splits"]["train"]["rows"], m["splits"]["val"]["rows"]) == (8000, 1999)
     src = m["sources"][0]
-    assert src["lines"] == 9999 and src["size"] == HEAD.stat().st_size
-    assert src["sha256"] == hashlib.sha256(HEAD.read_bytes()).hexdigest()
+    assert src["lines"] == 9999 and src["size"] == head.stat().st_size
+    assert src["sha256"] == hashlib.sha256(head.read_bytes()).hexdigest()
     positives = sum(p[0] for p in parsed)
     st = m["stats"]
     assert st["positives"] == positives and st["label_rate"] == positives / 9999

@@ -24,14 +24,23 @@ def _loss_rows(rows, target):
     return jnp.mean(jnp.sin(rows) * target) * 3.0
 
 
-@pytest.mark.parametrize("first_position", [True, False], ids=["first-position", "sorted"])
-@pytest.mark.parametrize("optimizer", ["sgd", "adagrad", "rowwise_adagrad"])
-def test_sparse_update_equals_dense_reference(optimizer, first_position, monkeypatch):
+# (optimizer, first-position dedup, initial accumulator): both dedup paths from a zero
+# accumulator; a non-zero one (embedding.initial_accumulator) once, since the
+# accumulator is read and written the same way after either dedup.
+CASES = [(opt, first, acc) for opt in ("sgd", "adagrad", "rowwise_adagrad")
+         for first, acc in ((True, 0.0), (False, 0.0), (True, 0.1)) if opt != "sgd" or acc == 0]
+
+
+@pytest.mark.parametrize("optimizer, first_position, initial_accumulator", CASES, ids=[
+    f"{o}-{'first-position' if f else 'sorted'}" + (f"-accumulator{a}" if a else "") for o, f, a in CASES])
+def test_sparse_update_equals_dense_reference(optimizer, first_position, initial_accumulator, monkeypatch):
     monkeypatch.setattr(optimizers, "FIRST_POSITION_ROWS_PER_ID", 10**9 if first_position else 0)
     lr, eps = 0.3, 1e-8
     table, _, _ = _problem(0)
-    state = E.EmbeddingState(table=table, accum=jnp.zeros(E.accum_shape(optimizer, ROWS, DIM)))
-    ref_tx = E.dense_reference(optimizer, lr, eps)
+    # The accumulator as training starts it (init_embedding), the table from _problem.
+    state = E.init_embedding(jax.random.PRNGKey(0), E.layout_for([ROWS], DIM), optimizer,
+                             initial_accumulator=initial_accumulator).replace(table=table)
+    ref_tx = E.dense_reference(optimizer, lr, eps, initial_accumulator)
     ref_table, ref_state = table, ref_tx.init(table)
     for step in range(4):
         _, ids, target = _problem(step + 1)

@@ -1,9 +1,10 @@
 """Sharded embedding placements on 8 fake CPU devices against the single-device step.
 
 Each placement must give the single-device losses, tables, optimizer state and
-dense params (float tolerance) over steps whose batches repeat ids; the
+dense params (float tolerance) over steps whose ids cover whole tables, sit on
+both sides of every shard boundary of every placement tested, and repeat; the
 row-sharded step must never all-gather a table and must hold about 1/8 of the
-tables per device.
+tables per device.  `sharded.locate` must equal an int64 divmod of offset + id.
 """
 import re
 
@@ -22,10 +23,14 @@ from dlrm_jax.errors import UserError
 # 26 tables of few distinct sizes (each distinct shape costs XLA CPU a compile of its init).
 ROWS = (6, 300) * 13
 B, STEPS = 64, 3
+# (placement, mesh.data, mesh.model): every placement, on the meshes the step test runs.
+CASES = [("row", 1, 8), ("table", 2, 4), ("auto", 2, 4), ("replicated", 8, 1)]
+REPLICATE_BELOW = 100
 
 
 def _cfg(*overrides):
-    return C.load_config("tiny", [f"train.batch_size={B}", "embedding.replicate_below_rows=100", *overrides])
+    return C.load_config("tiny", [f"train.batch_size={B}", f"embedding.replicate_below_rows={REPLICATE_BELOW}",
+                                  *overrides])
 
 
 def _parallel(cfg, rows=ROWS):
@@ -33,12 +38,38 @@ def _parallel(cfg, rows=ROWS):
     return parallel.parallelize(cfg, model, tx, E.layout_for(rows, cfg.model.embed_dim))
 
 
+def _boundary_ids(placement: PL.Placement) -> list[tuple[int, int]]:
+    """(feature, id) of the rows on both sides of every shard boundary (k S - 1, k S) of
+    the placement's sharded groups; padding rows (no feature) are left out."""
+    out = set()
+    for g in placement.groups:
+        for k in range(1, g.shards):
+            for row in (k * g.shard_rows - 1, k * g.shard_rows):
+                out.update((f, row - off) for f, off in zip(g.features, g.offsets)
+                           if off <= row < off + placement.feature_rows[f])
+    return sorted(out)
+
+
+def _all_boundary_ids(rows=ROWS) -> dict[int, list[int]]:
+    """feature -> boundary ids of every placement in CASES."""
+    out = {}
+    for kind, _, model in CASES:
+        for f, i in _boundary_ids(PL.plan(kind, rows, 8, model, REPLICATE_BELOW)):
+            out.setdefault(f, set()).add(i)
+    return {f: sorted(v) for f, v in out.items()}
+
+
 def _batches(rows=ROWS, steps=STEPS, seed=0):
-    """Batches whose ids repeat within and across steps (ids < 6 per feature)."""
+    """Ids drawn over whole tables (step 1: ids < 6, so ids repeat and crowd onto few
+    shards), plus every placement's boundary rows twice per step (at random positions)."""
     rng = np.random.default_rng(seed)
+    edges = _all_boundary_ids(rows)
     out = []
-    for _ in range(steps):
-        ids = np.stack([rng.integers(0, min(r, 6), B) for r in rows], axis=1).astype(np.int32)
+    for step in range(steps):
+        high = np.minimum(rows, 6) if step == 1 else np.asarray(rows)
+        ids = rng.integers(0, high, size=(B, len(rows))).astype(np.int32)
+        for f, e in edges.items():
+            ids[rng.permutation(B)[:2 * len(e)], f] = np.repeat(e, 2)
         out.append((rng.normal(size=(B, 13)).astype(np.float32), ids, rng.integers(0, 2, B).astype(np.float32)))
     return out
 
@@ -63,13 +94,18 @@ def reference():
     return state, losses
 
 
-@pytest.mark.parametrize("sharding, data, model", [
-    ("row", 1, 8), ("table", 2, 4), ("auto", 2, 4), ("replicated", 8, 1)])
+@pytest.mark.parametrize("sharding, data, model", CASES)
 def test_sharded_step_matches_single_device(reference, sharding, data, model):
     ref_state, ref_losses = reference
     par = _parallel(_cfg(f"embedding.sharding={sharding}", f"mesh.data={data}", f"mesh.model={model}"))
     assert dict(par.mesh.shape) == {"data": data, "model": model}
-    state, losses = _run(par, _batches())
+    batches = _batches()
+    # The batches hold this placement's boundary rows (its shard layout is the one planned).
+    edges = _boundary_ids(par.placement)
+    assert edges or sharding == "replicated"
+    for f, i in edges:
+        assert all((ids[:, f] == i).sum() >= 2 for _, ids, _ in batches), (f, i)
+    state, losses = _run(par, batches)
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
     table, accum = PL.to_canonical(par.placement, state.emb)
     np.testing.assert_allclose(table, np.asarray(ref_state.emb.table), atol=2e-6)
@@ -100,15 +136,27 @@ def test_placements_split_rows_as_planned():
         PL.plan("row", (3, 3), 8, 8)
 
 
-def test_ids_of_tables_beyond_int32_are_located_exactly():
-    rows = (2_000_000_000, 1_500_000_000, 5)  # 3.5e9 rows: group offsets overflow int32
-    (g,) = PL.plan("row", rows, 8, 4).groups
-    ids = np.array([[0, 0, 0], [1_999_999_999, 1_499_999_999, 4], [1_234_567_891, 987_654_321, 2]], np.int32)
-    shard, local = sharded.locate(jnp.asarray(ids), *sharded.split_offsets(g), g.shard_rows)
-    assert shard.dtype == jnp.int32
-    want = np.asarray(g.offsets, np.int64) + ids
-    np.testing.assert_array_equal(np.asarray(shard, np.int64) * g.shard_rows + np.asarray(local), want)
-    assert np.all(np.asarray(local) < g.shard_rows)
+@pytest.mark.parametrize("shards", [4, 7])
+def test_ids_of_tables_beyond_int32_are_located_exactly(shards):
+    """Against an int64 divmod of offset + id: every shard boundary, every table's first
+    and last row, and a few thousand random ids per table."""
+    rows = (2_000_000_000, 1_500_000_000, 5, 123_456_789)  # 3.6e9 rows: group offsets overflow int32
+    (g,) = PL.plan("row", rows, 8, shards).groups
+    s = g.shard_rows
+    assert g.features == (0, 1, 2, 3) and 2 * s < 2 ** 31
+    rng = np.random.default_rng(shards)
+    cols = []
+    for f, off in zip(g.features, g.offsets):
+        edges = [r - off for k in range(1, shards) for r in (k * s - 1, k * s) if 0 <= r - off < rows[f]]
+        cols.append(np.concatenate([edges, [0, rows[f] - 1], rng.integers(0, rows[f], 3000)]))
+    n = 3100  # one shape for every case: the eager ops compile once
+    ids = np.stack([np.concatenate([c, rng.integers(0, r, n - len(c))]) for c, r in zip(cols, rows)], axis=1)
+    assert sum(len(c) - 3002 for c in cols) == 2 * (shards - 1)  # every boundary, both sides, in some table
+    shard, local = sharded.locate(jnp.asarray(ids, jnp.int32), *sharded.split_offsets(g), s)
+    assert shard.dtype == local.dtype == jnp.int32
+    want_shard, want_local = np.divmod(np.asarray(g.offsets, np.int64) + ids.astype(np.int64), s)
+    np.testing.assert_array_equal(np.asarray(shard), want_shard)
+    np.testing.assert_array_equal(np.asarray(local), want_local)
 
 
 def test_row_sharded_step_gathers_no_table_and_holds_an_eighth():
