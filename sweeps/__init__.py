@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from dlrm_jax.errors import UserError
 
-NAMES = ("data", "embedding_dim", "embedding_rows", "top_mlp", "bottom_mlp", "all", "compute")
+NAMES = ("data", "embedding_dim", "embedding_rows", "top_mlp", "bottom_mlp", "all", "compute", "isoflop")
 
 
 @dataclass(frozen=True)
