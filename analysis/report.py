@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import scipy
 
-from analysis import plots
+from analysis import allocation_report, plots
 from analysis.fitting import FitOptions
 from analysis.results import (AXIS_LABELS, COMMON_AXES, ENVELOPE_SCHEMES, finished_runs, load_results,
                               resource_axis)
@@ -108,6 +108,10 @@ def write_report(path_or_df, out_dir, *, bootstrap: int = 200, seed: int = 0, ho
         fits["flags"] += [{"scope": "frontier", **fl.to_dict()} for fl in frontier.flags]
         if len(frontier.points):
             fits["plots"]["frontier"] = _save(plots.frontier_figure(df, frontier), out, "frontier")
+
+    fits["compute_optimal"] = allocation_report.build_section(
+        df, lambda fig, stem: _save(fig, out, stem), bootstrap=bootstrap, seed=seed, level=level, options=options)
+    fits["flags"] += [{"scope": "compute_optimal", **f} for f in (fits["compute_optimal"] or {}).get("flags", [])]
 
     fits = _clean(fits)
     _write_atomic(out / "fits.json", json.dumps(fits, indent=2, allow_nan=False) + "\n")
@@ -327,6 +331,7 @@ def summary_text(fits: dict) -> str:
                      f"gamma {p['gamma']:.4g}{_ci(ci, 'gamma')}")
         for t in fr.get("targets", []):
             lines.append(f"  frontier: {t['message']}")
+    lines += allocation_report.summary_lines(fits.get("compute_optimal"))
     if fits["flags"]:
         lines.append("Flags:")
         lines += [f"  {f['scope']}: {f['message']}" for f in fits["flags"]]
@@ -418,6 +423,7 @@ def render_markdown(fits: dict) -> str:
             L += ["", f"No fit: {fr['skipped']}"]
         if "frontier" in fits["plots"]:
             L += ["", f"![frontier]({fits['plots']['frontier']})"]
+    L += allocation_report.render_section(fits.get("compute_optimal"))
     L += ["", "## Method (everything needed to redo this analysis)", ""]
     opt = m["optimizer"]
     L += [f"* **Form**: {m['form']}.",

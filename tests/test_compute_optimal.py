@@ -151,3 +151,43 @@ def test_bad_input_lengths_and_options():
         compute_optimal(data, level=1.5)
     with pytest.raises(ValueError, match="bootstrap"):
         compute_optimal(data, bootstrap=-1)
+
+
+def _results(data, sweep="isoflop"):
+    import pandas as pd
+    return pd.DataFrame({"run": list(data.runs), "sweep": sweep, "status": "done",
+                         "train.flop_budget": data.budget, "params_dense": data.n, "train_examples": data.d,
+                         "eval_ne": data.y, "params_embedding": 1e6, "train_flops": data.budget})
+
+
+def test_report_gets_the_section_and_plots(tmp_path):
+    import json
+    from analysis import write_report, summary_text
+    fits = write_report(_results(synthetic_study(2)), tmp_path, bootstrap=10, holdout=0)
+    co = fits["compute_optimal"]
+    assert set(co["methods"]) == set(METHODS) and co["agree"] is True
+    assert co["methods"]["joint"]["a"]["value"] == pytest.approx(A_TRUE, abs=0.02)
+    assert co["runs"][0]["table_bytes"] == 4e6
+    for name in ("isoflop.png", "allocation.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
+    md = (tmp_path / "report.md").read_text()
+    assert "## Compute-optimal allocation" in md and "![IsoFLOP profiles](isoflop.png)" in md
+    assert "The three methods agree" in md
+    assert json.loads((tmp_path / "fits.json").read_text())["compute_optimal"]["budgets"][0] == 1e15
+    assert "Compute-optimal allocation (28 IsoFLOP runs, 4 budgets" in summary_text(fits)
+
+
+def test_report_without_isoflop_runs_has_no_section_and_too_few_budgets_is_skipped(tmp_path):
+    import pandas as pd
+    from analysis import write_report
+    df = _results(synthetic_study(2))
+    plain = df.drop(columns=["train.flop_budget"])
+    assert write_report(plain, tmp_path / "a", bootstrap=0, holdout=0)["compute_optimal"] is None
+    x = np.geomspace(1e3, 1e6, 6)
+    data_sweep = pd.DataFrame({"run": [f"d{i}" for i in range(6)], "sweep": "data", "status": "done",
+                               "train_examples": x, "eval_ne": 0.5 + 2 * x ** -0.3, "train_flops": 6 * x})
+    two = pd.concat([df[df["train.flop_budget"] < 1e16], data_sweep], ignore_index=True)
+    fits = write_report(two, tmp_path / "b", bootstrap=0, holdout=0)
+    assert "2 FLOP budget(s)" in fits["compute_optimal"]["skipped"]
+    assert any(f["scope"] == "compute_optimal" for f in fits["flags"])
+    assert "Not estimated: " in (tmp_path / "b" / "report.md").read_text()
