@@ -191,3 +191,28 @@ def test_report_without_isoflop_runs_has_no_section_and_too_few_budgets_is_skipp
     assert "2 FLOP budget(s)" in fits["compute_optimal"]["skipped"]
     assert any(f["scope"] == "compute_optimal" for f in fits["flags"])
     assert "Not estimated: " in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_scatter_of_the_minima_about_the_line_sets_the_interval():
+    """Exact parabolas per budget (resampling runs within a budget never moves a vertex),
+    vertices off the line by +-0.1: the interval of a comes from the scatter alone and
+    must match the exact t interval of the OLS slope with K - 2 = 2 degrees of freedom."""
+    from scipy import stats
+    cs = np.array([1e12, 1e13, 1e14, 1e15])
+    wiggle = np.array([0.1, -0.1, -0.1, 0.1])
+    rows = []
+    for c, e in zip(cs, wiggle):
+        u = 0.5 * np.log(c) + 1 + e
+        for logn in u + np.array([-1.3, -0.6, 0.2, 0.9, 1.6]):
+            rows.append((c, np.exp(logn), c / (6 * np.exp(logn)), (logn - u) ** 2 + 0.5))
+    iso = isoflop_allocation(check_isoflop(*np.array(rows).T), bootstrap=2000, seed=0)
+    x = np.log(cs)
+    u = 0.5 * x + 1 + wiggle
+    slope, icpt = np.polyfit(x, u, 1)
+    s = np.sqrt(((u - slope * x - icpt) ** 2).sum() / 2)
+    half = stats.t.ppf(0.975, 2) * s / np.sqrt(((x - x.mean()) ** 2).sum())
+    assert iso.a.value == pytest.approx(slope, abs=1e-9)
+    assert iso.a.hi - iso.a.lo == pytest.approx(2 * half, rel=0.35)
+    assert iso.a.lo < slope < iso.a.hi
+    for p in iso.per_budget:
+        assert p["n_lo"] <= p["n_opt"] <= p["n_hi"]
