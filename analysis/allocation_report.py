@@ -45,6 +45,10 @@ def build_section(df: pd.DataFrame, save, *, bootstrap: int, seed: int, level: f
         "methods": {m: co.allocations[m].to_dict() for m in METHODS},
         "joint_fit": co.joint_fit.to_dict(),
         "agree": not co.disagreements(),
+        # Budgets whose optimum lies at the edge of the sizes tried, per method: there the
+        # estimate is a bound, and agreement of the methods says little.
+        "at_edge": {m: [p["budget"] for p in co.allocations[m].per_budget if p["at_edge"]]
+                    for m in ("envelope", "isoflop")},
         "disagreements": [list(p) for p in co.disagreements()],
         "runs": [{"run": str(r), "budget": float(c), "params_dense": float(n), "train_examples": float(d),
                   "eval_ne": float(y), "params_embedding": float(e) if np.isfinite(e) else None,
@@ -82,7 +86,16 @@ def summary_lines(entry: dict | None) -> list[str]:
         lines.append(f"  {m:<9} a {_est(e['a']):<26} b {_est(e['b'])}")
     lines.append("  methods agree (intervals of a overlap)" if entry["agree"] else
                  "  methods DISAGREE: " + "; ".join(f"{a} vs {b}" for a, b in entry["disagreements"]))
+    edge = _edge_text(entry)
+    if edge:
+        lines.append(f"  but {edge}")
     return lines
+
+
+def _edge_text(entry: dict) -> str:
+    parts = [f"{m} at {len(v)} of {len(entry['budgets'])} budgets" for m, v in entry.get("at_edge", {}).items() if v]
+    return ("the optimum lies at the edge of the sizes tried (" + ", ".join(parts) + "): there the estimate is a "
+            "bound, not a measurement") if parts else ""
 
 
 def render_section(entry: dict | None) -> list[str]:
@@ -109,7 +122,8 @@ def render_section(entry: dict | None) -> list[str]:
                  f"{n10:.3g} | {d10:.3g} |")
     L += ["", ("**The three methods agree**: their intervals for a overlap." if entry["agree"] else
                "**The methods disagree** beyond their intervals: "
-               + "; ".join(f"{a} vs {b}" for a, b in entry["disagreements"]) + "."),
+               + "; ".join(f"{a} vs {b}" for a, b in entry["disagreements"]) + ".")
+          + (f" But {_edge_text(entry)}." if _edge_text(entry) else ""),
           "",
           f"Joint law: C = k N D with k = C / (N D) = {entry['k_flops']:.4g} FLOPs per example per dense "
           f"parameter (geometric mean over runs; varies {entry['k_spread']:.2f}x across them). Fit: "

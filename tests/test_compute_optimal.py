@@ -216,3 +216,14 @@ def test_scatter_of_the_minima_about_the_line_sets_the_interval():
     assert iso.a.lo < slope < iso.a.hi
     for p in iso.per_budget:
         assert p["n_lo"] <= p["n_opt"] <= p["n_hi"]
+
+
+def test_agreement_text_warns_when_optima_sit_at_the_edge():
+    from analysis.allocation_report import summary_lines
+    m = {"a": {"value": 0.4, "lo": 0.3, "hi": 0.5}, "b": {"value": 0.6, "lo": 0.5, "hi": 0.7}}
+    entry = {"skipped": None, "n_runs": 20, "budgets": [1, 4, 16, 64], "methods": {k: m for k in METHODS},
+             "agree": True, "disagreements": [], "at_edge": {"envelope": [1, 4], "isoflop": []}}
+    text = "\n".join(summary_lines(entry))
+    assert "methods agree" in text and "edge of the sizes tried (envelope at 2 of 4 budgets)" in text
+    entry["at_edge"] = {"envelope": [], "isoflop": []}
+    assert "edge" not in "\n".join(summary_lines(entry))

@@ -83,6 +83,16 @@ def test_unreachable_target_and_extrapolation_warning(study):
     assert inside.warnings == [] and any("within 100x" in n for n in inside.notes)
 
 
+def test_bayes_ne_bounds_targets_and_flags_overshooting_predictions(study):
+    import dataclasses
+    s = dataclasses.replace(study, bayes_ne=0.7)
+    with pytest.raises(PlanError, match="below the Bayes-optimal NE 0.7 .* unreachable by any model"):
+        plan_for_target(s, 0.69)
+    far = plan_for_flops(s, 6.4e14 * 1e4)          # the law keeps falling toward E = 0.5 < 0.7
+    assert far.ne[0] < 0.7 and any("below the Bayes-optimal NE" in w for w in far.warnings)
+    assert not any("Bayes" in w for w in plan_for_flops(s, 2e14).warnings)
+
+
 def test_memory_bound_caps_table_rows(study):
     p = plan_for_flops(study, 2e14, memory=1e6)
     d = p.sets["model.embed_dim"]
