@@ -16,7 +16,8 @@ The runs that vary both model size and data are used: the IsoFLOP runs (a positi
 `--flops C`: the N that minimises the law at D = C / flops_per_example(N) (a 1-D search
 along the path, for the point estimate and every bootstrap refit), the NE there, and
 the config as `--set` lines. `--target-ne X`: the least C whose best NE reaches X, or
-"unreachable" when X is at or below the asymptote E. A budget more than 100x outside
+"unreachable" when X is at or below the asymptote E (or, on synthetic data, the
+Bayes-optimal NE of the evaluation set, which no model beats). A budget more than 100x outside
 the measured FLOPs gets a warning. `--memory` / `--topology` bound the embedding
 tables: when the study's tables (float32 rows x D plus row-wise Adagrad's 4 bytes per
 row) do not fit, a per-table row cap `model.table_rows` is proposed, with a warning
@@ -30,6 +31,7 @@ Bad input (missing study, nothing to fit, an unreachable target) raises `PlanErr
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import sys
@@ -100,6 +102,7 @@ class Study:
     reference_run: str
     table_rows: float | None                   # total rows of the study's tables
     embed_dim_fixed: float | None              # D when the path does not vary it
+    bayes_ne: float | None = None              # Bayes-optimal NE of the eval data (synthetic)
 
 
 @dataclass
@@ -202,17 +205,25 @@ def load_study(path, *, bootstrap: int = 200, seed: int = 0, level: float = 0.95
         raise PlanError(f"{p}: cannot fit the joint law to the {which} runs: {e}") from None
     flops = pd.to_numeric(runs["train_flops"], errors="coerce").to_numpy(float)
     ref = runs.sort_values("params_dense").iloc[len(runs) // 2]
-    rows = None
-    dim_fixed = None
-    if "params_embedding" in runs and "model.embed_dim" in runs:
-        rows = float(ref["params_embedding"]) / float(ref["model.embed_dim"])
     path = _path(runs)
-    if "model.embed_dim" not in path.keys and "params_embedding" in runs:
-        dim_fixed = float(ref["model.embed_dim"]) if "model.embed_dim" in runs else None
-        if rows is None and dim_fixed:
-            rows = float(ref["params_embedding"]) / dim_fixed
+    # The embedding dimension of the reference run: a results column when the sweep varied
+    # it, else from the run's own config.json (results.csv holds only the varied values).
+    dim = float(ref["model.embed_dim"]) if "model.embed_dim" in runs else _config_embed_dim(p, ref)
+    rows = float(ref["params_embedding"]) / dim if dim and "params_embedding" in runs else None
+    dim_fixed = dim if "model.embed_dim" not in path.keys else None
+    bayes = pd.to_numeric(runs["bayes_ne"], errors="coerce").dropna() if "bayes_ne" in runs else pd.Series([])
     return Study(str(p), runs, which, fit, path, (float(np.nanmin(flops)), float(np.nanmax(flops))),
-                 str(ref["run"]), rows, dim_fixed)
+                 str(ref["run"]), rows, dim_fixed, float(bayes.median()) if len(bayes) else None)
+
+
+def _config_embed_dim(study: Path, ref) -> float | None:
+    base = study.parent if study.is_file() else study
+    for run_dir in (base / str(ref["run"]), base / str(ref.get("sweep", "")) / str(ref["run"])):
+        try:
+            return float(json.loads((run_dir / "config.json").read_text())["model"]["embed_dim"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
 
 
 # -- the search ------------------------------------------------------------------------
@@ -274,6 +285,9 @@ def plan_for_flops(study: Study, flops: float, memory: float | None = None) -> P
         plan.n_dense = (n0, *_interval(n_s[:, 0], fit.level))
         d_s = flops / study.path.flops_per_example(n_s[:, 0])
         plan.examples = (0.0, *_interval(d_s, fit.level))
+    if study.bayes_ne is not None and ne0 < study.bayes_ne:
+        plan.warnings.append(f"the predicted NE {ne0:.4g} is below the Bayes-optimal NE {study.bayes_ne:.4g} of the "
+                             "evaluation data, which no model can beat: the law overshoots at this budget")
     _finish(study, plan, n0, flops, memory)
     return plan
 
@@ -284,6 +298,9 @@ def plan_for_target(study: Study, target: float, memory: float | None = None) ->
     fit = study.fit
     e_ci = fit.ci.get("E")
     e_txt = f"{fit.E:.4g}" + (f" [{e_ci[0]:.4g}, {e_ci[1]:.4g}]" if e_ci else "")
+    if study.bayes_ne is not None and target <= study.bayes_ne:
+        raise PlanError(f"target NE {target:g} is at or below the Bayes-optimal NE {study.bayes_ne:.4g} of the study's "
+                        "evaluation data: unreachable by any model")
     if target <= fit.E:
         raise PlanError(f"target NE {target:g} is at or below the fitted asymptote E = {e_txt}: unreachable "
                         "with any model size and data under this law")
@@ -342,6 +359,9 @@ def _finish(study: Study, plan: Plan, n: float, flops: float, memory: float | No
     if not n_grid.min() <= n <= n_grid.max():
         plan.notes.append(f"N = {n:.3g} is outside the model sizes measured ({n_grid.min():.3g} to "
                           f"{n_grid.max():.3g}); the path's settings are extrapolated along it")
+    if study.table_rows is None and memory is not None:
+        plan.warnings.append("the study records no table size (no embedding dimension in its results or run "
+                             "directories), so the memory bound was not applied")
     if study.table_rows is not None:
         dim = float(sets["model.embed_dim"]) if "model.embed_dim" in sets else study.embed_dim_fixed
         if dim:

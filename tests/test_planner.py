@@ -151,3 +151,31 @@ def test_package_cli_dispatches_plan(tmp_path, capsys):
     assert main(["plan", str(tmp_path / "missing"), "--flops", "1e12"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dlrm-scaling plan: error:") and "does not exist" in err
+
+
+def test_compute_grid_study_is_used_when_there_are_no_isoflop_runs(tmp_path):
+    """The demo's layout: DIR/compute/results.csv (top-MLP widths x example counts) and run
+    directories whose config.json holds the embedding dimension the results do not."""
+    import json
+    rng = np.random.default_rng(0)
+    rows = []
+    for w in (0.5, 1, 2):
+        n = 4e5 * w
+        for d in (1e7, 2e7, 4e7, 8e7):
+            rows.append({"run": f"top_mlp-{w}__examples-{int(d)}", "sweep": "compute", "status": "done",
+                         "model.top_mlp": f"{64 * w:g},{32 * w:g}", "train_examples": d, "params_dense": n,
+                         "params_embedding": ROWS * 16, "flops_per_example": 6 * n + 1e5,
+                         "train_flops": (6 * n + 1e5) * d, "bayes_ne": 0.3,
+                         "eval_ne": law(n, d) * (1 + 1e-3 * rng.standard_normal())})
+    demo = tmp_path / "demo"
+    (demo / "compute").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(demo / "compute" / "results.csv", index=False)
+    ref = sorted(rows, key=lambda r: r["params_dense"])[len(rows) // 2]["run"]
+    (demo / "compute" / ref).mkdir()
+    (demo / "compute" / ref / "config.json").write_text(json.dumps({"model": {"embed_dim": 16}}))
+    s = load_study(demo, bootstrap=0)
+    assert s.which == "compute" and s.path.keys == ("model.top_mlp",)
+    assert s.table_rows == ROWS and s.bayes_ne == 0.3
+    p = plan_for_flops(s, 1e15, memory=1e5)
+    assert set(p.sets) == {"model.top_mlp", "train.examples", "model.table_rows"}
+    assert p.sets["model.table_rows"] == int(1e5 // (4 * 17) // 26)
