@@ -307,23 +307,25 @@ def plan_for_target(study: Study, target: float, memory: float | None = None) ->
     lo_c, hi_c = study.flops_range
     cs = np.geomspace(lo_c / 1e6, hi_c * 1e12, 181)     # 0.1-decade steps, interpolated
 
-    def least_c(theta_fn) -> np.ndarray:
-        ne, _ = _best(study, theta_fn, cs)                     # (S, C), decreasing in C
-        out = np.full(len(ne), np.inf)
+    def least_c(theta_fn) -> tuple[np.ndarray, np.ndarray]:
+        """Per parameter set: the least budget reaching the target and the optimal N there."""
+        ne, n_best = _best(study, theta_fn, cs)                # (S, C), NE decreasing in C
+        c_out, n_out = np.full(len(ne), np.inf), np.full(len(ne), np.inf)
         for s, row in enumerate(ne):
             ok = np.flatnonzero(row <= target)
             if len(ok) == 0:
                 continue
             j = ok[0]
             if j == 0:
-                out[s] = cs[0]
+                c_out[s], n_out[s] = cs[0], n_best[s, 0]
                 continue
             # Log-linear interpolation between the grid budgets around the crossing.
             f = (row[j - 1] - target) / (row[j - 1] - row[j])
-            out[s] = math.exp(math.log(cs[j - 1]) + f * (math.log(cs[j]) - math.log(cs[j - 1])))
-        return out
+            c_out[s] = math.exp(math.log(cs[j - 1]) + f * (math.log(cs[j]) - math.log(cs[j - 1])))
+            n_out[s] = math.exp(math.log(n_best[s, j - 1]) + f * (math.log(n_best[s, j]) - math.log(n_best[s, j - 1])))
+        return c_out, n_out
 
-    c0 = float(least_c(_law_point(fit))[0])
+    c0 = float(least_c(_law_point(fit))[0][0])
     if not np.isfinite(c0):
         raise PlanError(f"target NE {target:g} is not reached below {cs[-1]:.3g} FLOPs under the fitted law "
                         f"(asymptote E = {e_txt}): unreachable in practice")
@@ -331,8 +333,12 @@ def plan_for_target(study: Study, target: float, memory: float | None = None) ->
     n0 = float(n[0, 0])
     plan = Plan("target", (c0, None, None), (n0, None, None), (0.0, None, None), (target, None, None), {}, None)
     if fit.bootstrap is not None:
-        c_s = least_c(_law_samples(fit))
+        c_s, n_s = least_c(_law_samples(fit))
         plan.flops = (c0, *_interval(c_s, fit.level))
+        plan.n_dense = (n0, *_interval(n_s, fit.level))
+        with np.errstate(invalid="ignore"):
+            d_s = np.where(np.isfinite(c_s), c_s / study.path.flops_per_example(n_s), np.inf)
+        plan.examples = (0.0, *_interval(d_s, fit.level))
         share = float(np.mean(np.isfinite(c_s)))
         if share < 1:
             plan.warnings.append(f"in {1 - share:.0%} of bootstrap refits the asymptote is at or above the "

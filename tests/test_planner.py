@@ -71,6 +71,9 @@ def test_target_question_inverts_the_best_ne(study):
     p = plan_for_target(study, target)
     assert p.flops[0] == pytest.approx(c_true, rel=0.15)
     assert p.flops[1] <= c_true <= p.flops[2]
+    assert p.n_dense[1] <= n_opt(c_true) <= p.n_dense[2]
+    d_true = c_true / (6 * n_opt(c_true))
+    assert p.examples[1] <= d_true <= p.examples[2]
     assert p.sets["train.examples"] * 6 * p.n_dense[0] == pytest.approx(p.flops[0], rel=0.01)
 
 
