@@ -13,6 +13,8 @@ import pandas as pd
 from analysis import allocation_plots
 from analysis.compute_optimal import (BUDGET_COLUMN, METHOD_LABELS, METHODS, compute_optimal,
                                       data_from_results, isoflop_runs)
+from analysis.study import bayes_ne_of
+from analysis.validation import Flag, fit_flags
 
 # Table weights are float32; optimizer state (row-wise Adagrad: 4 bytes per row) is not counted.
 BYTES_PER_PARAM = 4
@@ -55,11 +57,26 @@ def build_section(df: pd.DataFrame, save, *, bootstrap: int, seed: int, level: f
                   "table_bytes": float(BYTES_PER_PARAM * e) if np.isfinite(e) else None}
                  for r, c, n, d, y, e in zip(co.data.runs, co.data.budget, co.data.n, co.data.d, co.data.y,
                                              emb.to_numpy(float))],
-        "flags": [f.to_dict() for f in co.flags],
+        "flags": [f.to_dict() for f in co.flags + _more_flags(co, runs)],
         "plots": {"isoflop": save(allocation_plots.isoflop_figure(co), "isoflop"),
                   "allocation": save(allocation_plots.allocation_figure(co), "allocation")},
     })
     return entry
+
+
+def _more_flags(co, runs: pd.DataFrame) -> list[Flag]:
+    """NE-specific checks: the joint fit's own flags (convergence, bounds, residual pattern,
+    asymptote below the Bayes NE) and runs that did not learn (NE >= 1 is no better than
+    predicting the background CTR: the profile there shows a training failure, not a
+    model-size trade-off)."""
+    flags = [Flag(f.code, f"joint law: {f.message}")
+             for f in fit_flags(co.joint_fit, bayes_ne=bayes_ne_of(runs), asymptote="E")]
+    bad = [r for r, y in zip(co.data.runs, co.data.y) if y >= 1]
+    if bad:
+        flags.append(Flag("ne_above_one", f"{len(bad)} run(s) have NE >= 1, no better than predicting the background "
+                          f"CTR ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): they did not learn, and "
+                          "the profiles and the joint law bend around them"))
+    return flags
 
 
 def _est(e: dict, spec: str = ".3f") -> str:

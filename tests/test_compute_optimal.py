@@ -157,7 +157,8 @@ def _results(data, sweep="isoflop"):
     import pandas as pd
     return pd.DataFrame({"run": list(data.runs), "sweep": sweep, "status": "done",
                          "train.flop_budget": data.budget, "params_dense": data.n, "train_examples": data.d,
-                         "eval_ne": data.y, "params_embedding": 1e6, "train_flops": data.budget})
+                         # Halved so the values look like NE (< 1); the allocation does not change.
+                         "eval_ne": data.y / 2, "params_embedding": 1e6, "train_flops": data.budget})
 
 
 def test_report_gets_the_section_and_plots(tmp_path):
@@ -175,6 +176,15 @@ def test_report_gets_the_section_and_plots(tmp_path):
     assert "The three methods agree" in md
     assert json.loads((tmp_path / "fits.json").read_text())["compute_optimal"]["budgets"][0] == 1e15
     assert "Compute-optimal allocation (28 IsoFLOP runs, 4 budgets" in summary_text(fits)
+    assert fits["flags"] == [] or all(f["scope"] != "compute_optimal" for f in fits["flags"])
+    # Runs that did not learn (NE >= 1) are named; an asymptote below the Bayes NE is flagged.
+    df = _results(synthetic_study(2))
+    df.loc[0, "eval_ne"] = 1.3
+    df["bayes_ne"] = 0.45
+    flags = write_report(df, tmp_path / "again", bootstrap=10, holdout=0)["compute_optimal"]["flags"]
+    codes = {f["code"] for f in flags}
+    assert "ne_above_one" in codes and "below_bayes" in codes
+    assert any(f["message"].startswith("joint law: fitted asymptote E") for f in flags)
 
 
 def test_report_without_isoflop_runs_has_no_section_and_too_few_budgets_is_skipped(tmp_path):
