@@ -10,11 +10,12 @@ The runs that vary both model size and data are used: the IsoFLOP runs (a positi
 * the joint law NE = E + A / N**alpha + B / D**beta (N dense parameters, D examples),
   refitted with a bootstrap over runs for intervals;
 * the study's scaling path: how each varied model setting (embedding dimension, MLP
-  widths) and the training FLOPs per example grow with N, as log-log lines through
-  the study's distinct models (exact for a path that scales widths by one factor).
+  widths) grows with N, as log-log lines through the study's distinct models, and the
+  training FLOPs per example as a part proportional to N plus a fixed part.
 
 `--flops C`: the N that minimises the law at D = C / flops_per_example(N) (a 1-D search
-along the path, for the point estimate and every bootstrap refit), the NE there, and
+along the path, up to 10x beyond the sizes measured, for the point estimate and every
+bootstrap refit; an optimum at the end of that range is reported as a bound), the NE there, and
 the config as `--set` lines. `--target-ne X`: the least C whose best NE reaches X, or
 "unreachable" when X is at or below the asymptote E (or, on synthetic data, the
 Bayes-optimal NE of the evaluation set, which no model beats). A budget more than 100x outside
@@ -57,7 +58,9 @@ HBM_GIB = {"v4": 32, "v5e": 16, "v5litepod": 16, "v5p": 95, "v6e": 32, "tpu7x": 
 TABLE_SHARE = 0.75
 # In `v4-N` and `v5p-N` N counts TensorCores (2 per chip); in `v5e-N`, `v6e-N` chips.
 CORES_PER_CHIP = {"v4": 2, "v5p": 2, "v5e": 1, "v5litepod": 1, "v6e": 1}
-SEARCH_DECADES = 4.0            # the 1-D search spans the study's N range +- this many decades
+# The 1-D search spans the study's model sizes and this factor beyond them on each side:
+# further out the path's settings and FLOPs per example are guesses, not interpolations.
+SEARCH_FACTOR = 10.0
 
 
 class PlanError(ValueError):
@@ -71,12 +74,12 @@ class Path1D:
     shapes: tuple[int, ...]                    # 0: a scalar setting; m: a list of m widths
     slopes: np.ndarray                         # (P,) one per scalar component
     intercepts: np.ndarray
-    fpe_slope: float                           # log flops_per_example against log N
-    fpe_intercept: float
+    fpe_per_param: float                       # flops_per_example = fpe_fixed + fpe_per_param * N
+    fpe_fixed: float
     batch_size: int
 
     def flops_per_example(self, n):
-        return np.exp(self.fpe_intercept + self.fpe_slope * np.log(n))
+        return self.fpe_fixed + self.fpe_per_param * np.asarray(n, float)
 
     def settings(self, n: float) -> dict[str, object]:
         vals = np.exp(self.intercepts + self.slopes * np.log(n))
@@ -172,7 +175,13 @@ def _path(runs: pd.DataFrame) -> Path1D:
         f = pd.to_numeric(fpe["flops_per_example"]).to_numpy(float)
     else:
         f = (pd.to_numeric(fpe["train_flops"]) / pd.to_numeric(fpe["train_examples"])).to_numpy(float)
-    fs, ft = np.polyfit(logn, np.log(f), 1)
+    # FLOPs per example = a part that grows with N (the MLP matmuls) plus one that does
+    # not (the interaction, the layers a path leaves alone): a line in N, fitted on
+    # relative errors; through the origin if the free intercept came out negative.
+    n = np.exp(logn)
+    fs, ft = np.polyfit(n, f, 1, w=1 / f)
+    if ft < 0:
+        fs, ft = float(np.sum(f * n / f ** 2) / np.sum(n * n / f ** 2)), 0.0
     bs = pd.to_numeric(runs.get("train.batch_size", pd.Series(dtype=float)), errors="coerce").dropna()
     batch = int(bs.iloc[0]) if len(bs) else int(np.gcd.reduce(runs["train_examples"].to_numpy(np.int64)))
     return Path1D(tuple(keys), tuple(shapes), np.array(slopes), np.array(icpts), float(fs), float(ft), batch)
@@ -230,7 +239,7 @@ def _config_embed_dim(study: Path, ref) -> float | None:
 
 def _grid(study: Study) -> np.ndarray:
     n = study.runs["params_dense"].to_numpy(float)
-    return np.geomspace(n.min() / 10 ** SEARCH_DECADES, n.max() * 10 ** SEARCH_DECADES, 801)   # 1% steps in N
+    return np.geomspace(n.min() / SEARCH_FACTOR, n.max() * SEARCH_FACTOR, 401)   # ~1% steps in N
 
 
 def _best(study: Study, theta_fn, c: np.ndarray):
@@ -362,7 +371,14 @@ def _finish(study: Study, plan: Plan, n: float, flops: float, memory: float | No
         plan.notes.append(f"{flops:.3g} FLOPs is outside the measured {study.flops_range[0]:.3g} to "
                           f"{study.flops_range[1]:.3g} (within {EXTRAPOLATION_WARN:g}x)")
     n_grid = study.runs["params_dense"].to_numpy(float)
-    if not n_grid.min() <= n <= n_grid.max():
+    grid = _grid(study)
+    if n <= grid[0] * 1.0001 or n >= grid[-1] / 1.0001:
+        plan.warnings.append(f"the law's best N is at the edge of the search ({SEARCH_FACTOR:g}x beyond the sizes "
+                             f"measured, {n_grid.min():.3g} to {n_grid.max():.3g}): along this path "
+                             + ("a smaller model always wins, model size does not pay here"
+                                if n <= grid[0] * 1.0001 else "a larger model always wins")
+                             + "; the plan is a bound, not an optimum")
+    elif not n_grid.min() <= n <= n_grid.max():
         plan.notes.append(f"N = {n:.3g} is outside the model sizes measured ({n_grid.min():.3g} to "
                           f"{n_grid.max():.3g}); the path's settings are extrapolated along it")
     if study.table_rows is None and memory is not None:

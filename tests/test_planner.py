@@ -179,6 +179,15 @@ def test_compute_grid_study_is_used_when_there_are_no_isoflop_runs(tmp_path):
     s = load_study(demo, bootstrap=0)
     assert s.which == "compute" and s.path.keys == ("model.top_mlp",)
     assert s.table_rows == ROWS and s.bayes_ne == 0.3
+    assert s.path.flops_per_example(1e6) == pytest.approx(6e6 + 1e5)    # the fixed part is kept
     p = plan_for_flops(s, 1e15, memory=1e5)
     assert set(p.sets) == {"model.top_mlp", "train.examples", "model.table_rows"}
     assert p.sets["model.table_rows"] == int(1e5 // (4 * 17) // 26)
+    # NE that does not depend on model size (the demo's top-MLP grid): the smallest model
+    # in the search wins, reported as a bound 10x below the sizes measured.
+    flat = pd.DataFrame(rows)
+    flat["eval_ne"] = [0.4 + 60 * r["train_examples"] ** -0.28 for r in rows]
+    flat.to_csv(demo / "compute" / "results.csv", index=False)
+    q = plan_for_flops(load_study(demo, bootstrap=0), 1e15)
+    assert q.n_dense[0] == pytest.approx(2e5 / 10, rel=0.02)
+    assert any("a smaller model always wins" in w for w in q.warnings)
