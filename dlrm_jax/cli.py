@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         from analysis.cli import main as analyze_main
         return analyze_main(argv[1:])
     if argv[:1] == ["plan"]:
-        from analysis.planner import main as plan_main
+        from analysis.plan_cli import main as plan_main
         return plan_main(argv[1:])
     if argv[:2] == ["data", "criteo-prepare"]:
         from dlrm_jax.data.criteo_prepare import main as prepare_main

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import planner
+from analysis import plan_cli
 from analysis.planner import PlanError, load_study, parse_bytes, plan_for_flops, plan_for_target, topology_memory
 
 LAW = dict(E=0.5, A=40.0, alpha=0.34, B=60.0, beta=0.28)
@@ -125,18 +125,18 @@ def test_sizes_and_topologies():
 
 def test_cli_answers_and_bad_input_exit_2(tmp_path, capsys):
     d = write_study(tmp_path)
-    assert planner.main([str(d), "--flops", "2e14", "--bootstrap", "10"]) == 0
+    assert plan_cli.main([str(d), "--flops", "2e14", "--bootstrap", "10"]) == 0
     out = capsys.readouterr().out
     assert "best predicted NE at 2e+14 training FLOPs" in out and "--set model.embed_dim=" in out
-    assert planner.main([str(d), "--target-ne", "0.3", "--bootstrap", "0"]) == 2
+    assert plan_cli.main([str(d), "--target-ne", "0.3", "--bootstrap", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unreachable" in err
-    assert planner.main([str(tmp_path / "nope"), "--flops", "1e14"]) == 2
+    assert plan_cli.main([str(tmp_path / "nope"), "--flops", "1e14"]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert planner.main([str(d), "--flops", "1e20", "--bootstrap", "0"]) == 0
+    assert plan_cli.main([str(d), "--flops", "1e20", "--bootstrap", "0"]) == 0
     assert "warning:" in capsys.readouterr().err
-    assert planner.main([str(d)]) == 2                    # neither --flops nor --target-ne
-    assert planner.main([str(d), "--flops", "1e14", "--memory", "x"]) == 2
+    assert plan_cli.main([str(d)]) == 2                    # neither --flops nor --target-ne
+    assert plan_cli.main([str(d), "--flops", "1e14", "--memory", "x"]) == 2
 
 
 def test_study_without_size_and_data_grid_is_rejected(tmp_path):
