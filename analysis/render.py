@@ -5,6 +5,7 @@ fits or reads runs, so a saved fits.json renders the same report again.
 """
 from __future__ import annotations
 
+from analysis import allocation_report
 from analysis.results import AXIS_LABELS
 
 def _fmt(v, spec: str = ".4g") -> str:
@@ -70,6 +71,7 @@ def summary_text(fits: dict) -> str:
                      f"gamma {p['gamma']:.4g}{_ci(ci, 'gamma')}")
         for t in fr.get("targets", []):
             lines.append(f"  frontier: {t['message']}")
+    lines += allocation_report.summary_lines(fits.get("compute_optimal"))
     if fits["flags"]:
         lines.append("Flags:")
         lines += [f"  {f['scope']}: {f['message']}" for f in fits["flags"]]
@@ -161,6 +163,7 @@ def render_markdown(fits: dict) -> str:
             L += ["", f"No fit: {fr['skipped']}"]
         if "frontier" in fits["plots"]:
             L += ["", f"![frontier]({fits['plots']['frontier']})"]
+    L += allocation_report.render_section(fits.get("compute_optimal"))
     L += ["", "## Method (everything needed to redo this analysis)", ""]
     opt = m["optimizer"]
     L += [f"* **Form**: {m['form']}.",

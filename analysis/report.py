@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import scipy
 
-from analysis import plots
+from analysis import allocation_report, plots
 from analysis.fitting import FitOptions
 from analysis.render import render_markdown
 from analysis.results import (AXIS_LABELS, COMMON_AXES, ENVELOPE_SCHEMES, RESOURCE_AXES, finished_runs,
@@ -110,6 +110,10 @@ def write_report(path_or_df, out_dir, *, bootstrap: int = 200, seed: int = 0, ho
         fits["flags"] += [{"scope": "frontier", **fl.to_dict()} for fl in frontier.flags]
         if len(frontier.points):
             fits["plots"]["frontier"] = _save(plots.frontier_figure(df, frontier), out, "frontier")
+
+    fits["compute_optimal"] = allocation_report.build_section(
+        df, lambda fig, stem: _save(fig, out, stem), bootstrap=bootstrap, seed=seed, level=level, options=options)
+    fits["flags"] += [{"scope": "compute_optimal", **f} for f in (fits["compute_optimal"] or {}).get("flags", [])]
 
     fits = _clean(fits)
     write_atomic(out / "fits.json", json.dumps(fits, indent=2, allow_nan=False) + "\n")

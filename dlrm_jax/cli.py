@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", help="fit scaling laws to a sweep", add_help=False)
     a.add_argument("rest", nargs=argparse.REMAINDER)
 
+    pl = sub.add_parser("plan", help="model and data for a FLOP budget or target NE, from a study's laws",
+                        add_help=False)
+    pl.add_argument("rest", nargs=argparse.REMAINDER)
+
     d = sub.add_parser("data", help="data preparation")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     cp = dsub.add_parser("criteo-prepare", help="Criteo TSV into columnar shards", add_help=False)
@@ -72,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["analyze"]:
         from analysis.cli import main as analyze_main
         return analyze_main(argv[1:])
+    if argv[:1] == ["plan"]:
+        from analysis.plan_cli import main as plan_main
+        return plan_main(argv[1:])
     if argv[:2] == ["data", "criteo-prepare"]:
         from dlrm_jax.data.criteo.prepare import main as prepare_main
         return prepare_main(argv[2:])

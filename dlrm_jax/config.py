@@ -41,6 +41,10 @@ class TrainConfig:
     decay: Decay = "none"            # cosine and linear decay to 0 at the end
     log_every_examples: int = 0      # train-loss log interval (0: ~20 per run)
     eval_every_examples: int = 0     # eval interval (0: only at the end)
+    # The training-FLOP budget an IsoFLOP sweep sized this run for (sweeps/isoflop.py);
+    # recorded in config.json and results.csv so the analysis can group runs by it,
+    # not enforced (train.examples decides). 0: not part of an IsoFLOP study.
+    flop_budget: int = 0
 
 
 @dataclass(frozen=True)
@@ -222,7 +226,7 @@ def validate(cfg: Config) -> None:
          f"train.batch_size ({t.batch_size}) is larger than the training examples ({t.examples * t.epochs})")
     need(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     need(t.learning_rate > 0, f"train.learning_rate must be positive, got {t.learning_rate}")
-    for k in ("warmup_examples", "log_every_examples", "eval_every_examples"):
+    for k in ("warmup_examples", "log_every_examples", "eval_every_examples", "flop_budget"):
         need(getattr(t, k) >= 0, f"train.{k} must be >= 0, got {getattr(t, k)}")
     need(cfg.eval.examples > 0, f"eval.examples must be positive, got {cfg.eval.examples}")
     need(cfg.eval.batch_size > 0, f"eval.batch_size must be positive, got {cfg.eval.batch_size}")
