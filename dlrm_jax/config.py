@@ -68,6 +68,7 @@ class EmbeddingConfig:
     init_scale: float = 0.0              # 0: uniform(+-1/sqrt(rows)) as reference DLRM
     sharding: Sharding = "auto"          # dlrm_jax/embedding/placement.py says what each does
     replicate_below_rows: int = 65536    # auto: tables smaller than this are replicated
+    exchange_headroom: float = 2.0       # sharded tables: all-to-all capacity over an even spread (exchange.py)
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,7 @@ def validate(cfg: Config) -> None:
     need(e.learning_rate > 0, f"embedding.learning_rate must be positive, got {e.learning_rate}")
     for k in ("eps", "initial_accumulator", "init_scale"):
         need(getattr(e, k) >= 0, f"embedding.{k} must be >= 0, got {getattr(e, k)}")
+    need(e.exchange_headroom > 0, f"embedding.exchange_headroom must be > 0, got {e.exchange_headroom}")
     need(e.replicate_below_rows >= 0, f"embedding.replicate_below_rows must be >= 0, got {e.replicate_below_rows}")
     need(cfg.data.shuffle_window >= 0, f"data.shuffle_window must be >= 0, got {cfg.data.shuffle_window}")
     for k, v in (("seed", cfg.seed), ("synthetic.seed", cfg.synthetic.seed)):
@@ -276,7 +278,8 @@ def field_type(key: str) -> tuple[Any, str | None]:
 
 # Keys that say where a run computes, not what it computes: a run may resume on
 # another mesh (checkpoints restore onto any placement), so these may change.
-PLACEMENT_KEYS = ("mesh.", "distributed.", "embedding.sharding", "embedding.replicate_below_rows")
+PLACEMENT_KEYS = ("mesh.", "distributed.", "embedding.sharding", "embedding.replicate_below_rows",
+                  "embedding.exchange_headroom")
 
 
 def diff(a: Config, b: Config, ignore: tuple[str, ...] = PLACEMENT_KEYS) -> list[str]:
