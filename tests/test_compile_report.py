@@ -24,7 +24,7 @@ def test_topology_names_map_to_libtpu_slices():
     assert tpu_topologies.parse("tpu7x-8").topology == "tpu7x:2x2x1"
     assert tpu_topologies.parse("v5e-16", slices=2).slices == 2
     for bad in ("v5e-12", "v5p-7", "v9-8", "v5e"):
-        with pytest.raises(UserError, match="unknown TPU topology .*accepted: .*v5e-16.*v5p-128"):
+        with pytest.raises(UserError, match="unknown TPU topology .*accepted: .*v5p-128.*v5e-16.*tpu7x-8"):
             tpu_topologies.parse(bad)
 
 
