@@ -3,13 +3,16 @@
 Model code names tensor roles; `RULES` maps each role to mesh axes (MaxText's
 logical axis rules, in small).  The mesh has two axes:
 
-    data   data parallelism: replicas of the tables
-    model  model parallelism: row blocks of the sharded table groups
+    data   data parallelism
+    model  model parallelism
 
 The batch is split over *both* axes (every device runs the dense arch on
 B / devices examples), dense params are replicated (their gradient all-reduce
 comes from jit's sharding propagation), and each table group
-(`embedding/placement.py`) is replicated or row-sharded over the table axis.
+(`embedding/placement.py`) is replicated or row-sharded over *every* device
+(data x model): a table replicated over `data` would need every replica to
+apply the whole global batch's update, traffic that grows with the device
+count (`embedding/exchange.py`).
 Code that needs an axis by name inside `shard_map` asks `axis(role)`.
 """
 from __future__ import annotations
@@ -24,7 +27,7 @@ AXES = ("data", "model")
 # Tensor role -> mesh axes of its leading dimension (None: replicated).
 RULES: dict[str, str | tuple[str, ...] | None] = {
     "batch": ("data", "model"),     # examples [B, ...]
-    "table_rows": "model",          # rows of a sharded table group [rows, ...]
+    "table_rows": ("data", "model"),  # rows of a sharded table group [rows, ...]: every device
     "replicated_table": None,       # small tables, every device
     "dense_param": None,            # MLP weights and their optimizer state
     "scalar": None,                 # step counter
@@ -67,4 +70,12 @@ def make_mesh(mesh_cfg, devices=None) -> jax.sharding.Mesh:
         raise UserError(f"mesh.data={data} x mesh.model={model} leaves devices idle; with several "
                         f"processes the mesh must use all {len(devices)} devices")
     auto = (jax.sharding.AxisType.Auto,) * len(AXES)
+    slices = len({getattr(d, "slice_index", 0) for d in devices})
+    if slices > 1:  # multi-slice TPU: `data` spans the slices (DCN), `model` stays within one
+        from jax.experimental import mesh_utils
+        if data % slices or data * model != len(devices):
+            raise UserError(f"mesh.data={data} x mesh.model={model} over {slices} TPU slices: mesh.data must be a "
+                            f"multiple of the slices and the mesh must use all {len(devices)} devices")
+        grid = mesh_utils.create_hybrid_device_mesh((data // slices, model), (slices, 1), devices)
+        return jax.sharding.Mesh(grid, AXES, axis_types=auto)
     return jax.make_mesh((data, model), AXES, axis_types=auto, devices=devices[:data * model])
