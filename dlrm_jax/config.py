@@ -28,6 +28,7 @@ Interaction = Literal["dot", "cat"]
 ComputeDtype = Literal["float32", "bfloat16"]
 EmbeddingOptimizer = Literal["sgd", "adagrad", "rowwise_adagrad"]
 Sharding = Literal["replicated", "row", "table", "auto"]
+EmbeddingBackend = Literal["tensorcore", "sparsecore"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,10 @@ class EmbeddingConfig:
     init_scale: float = 0.0              # 0: uniform(+-1/sqrt(rows)) as reference DLRM
     sharding: Sharding = "auto"          # dlrm_jax/embedding/placement.py says what each does
     replicate_below_rows: int = 65536    # auto: tables smaller than this are replicated
+    # tensorcore: the single-device / shard_map paths (CPU, GPU, every TPU); sparsecore: TPU
+    # v5p, v6e, tpu7x SparseCores through jax-tpu-embedding (dlrm_jax/embedding/sparsecore.py)
+    backend: EmbeddingBackend = "tensorcore"
+    tensorcore_below_rows: int = 21000   # sparsecore: smaller tables stay on the TensorCore (RecML's threshold)
 
 
 @dataclass(frozen=True)
@@ -229,6 +234,10 @@ def validate(cfg: Config) -> None:
     for k in ("eps", "initial_accumulator", "init_scale"):
         need(getattr(e, k) >= 0, f"embedding.{k} must be >= 0, got {getattr(e, k)}")
     need(e.replicate_below_rows >= 0, f"embedding.replicate_below_rows must be >= 0, got {e.replicate_below_rows}")
+    need(e.backend != "sparsecore" or e.optimizer != "rowwise_adagrad",
+         "embedding.optimizer=rowwise_adagrad has no SparseCore form (dlrm_jax/embedding/sparsecore.py says why); "
+         "with embedding.backend=sparsecore use embedding.optimizer=adagrad or sgd")
+    need(e.tensorcore_below_rows >= 0, f"embedding.tensorcore_below_rows must be >= 0, got {e.tensorcore_below_rows}")
     need(cfg.data.shuffle_window >= 0, f"data.shuffle_window must be >= 0, got {cfg.data.shuffle_window}")
     for k, v in (("seed", cfg.seed), ("synthetic.seed", cfg.synthetic.seed)):
         need(0 <= v < 2 ** 31, f"{k} must be in [0, 2**31), got {v}")
@@ -276,7 +285,8 @@ def field_type(key: str) -> tuple[Any, str | None]:
 
 # Keys that say where a run computes, not what it computes: a run may resume on
 # another mesh (checkpoints restore onto any placement), so these may change.
-PLACEMENT_KEYS = ("mesh.", "distributed.", "embedding.sharding", "embedding.replicate_below_rows")
+PLACEMENT_KEYS = ("mesh.", "distributed.", "embedding.sharding", "embedding.replicate_below_rows",
+                  "embedding.backend", "embedding.tensorcore_below_rows")
 
 
 def diff(a: Config, b: Config, ignore: tuple[str, ...] = PLACEMENT_KEYS) -> list[str]:
