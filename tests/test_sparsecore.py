@@ -180,7 +180,7 @@ def _tiny_cfg(optimizer="adagrad", batch=256):
 def test_config_to_specs(optimizer):
     from jax_tpu_embedding.sparsecore.lib.nn import embedding_spec
     from dlrm_jax.embedding import sparsecore
-    cfg = _tiny_cfg(optimizer)
+    cfg = _tiny_cfg(optimizer).replace(**{"embedding.eps": 0.01})
     sc, tc = sparsecore.split_features(ROWS, cfg.embedding.tensorcore_below_rows)
     assert (sc, tc) == ((0, 2), (1, 3, 4))
     specs = sparsecore.feature_specs(ROWS, DIM, cfg.embedding, 256, devices=4, sparsecores=4, features=sc)
@@ -206,8 +206,8 @@ def test_config_to_specs(optimizer):
             g = jnp.array([[0.5, 0.0, -2.0]])
             new_w, new_a = fn(g, jnp.ones((1, 3)), jnp.array([[0.0, 0.0, 1.0]]), 0.07)
             np.testing.assert_allclose(new_a, [[0.25, 0.0, 5.0]])
-            np.testing.assert_allclose(new_w, [[1 - 0.07 * 0.5 / np.sqrt(0.25 + 1e-8), 1.0, 1 + 0.07 * 2 / np.sqrt(5)]],
-                                       rtol=1e-6)
+            np.testing.assert_allclose(new_w, [[1 - 0.07 * 0.5 / np.sqrt(0.25 + 0.01), 1.0,
+                                                1 + 0.07 * 2 / np.sqrt(5 + 0.01)]], rtol=1e-6)
 
 
 @needs_library
