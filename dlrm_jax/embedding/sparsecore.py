@@ -43,7 +43,7 @@ Optimizers (learning rate = embedding.learning_rate):
                      fail with a shape error instead), measured compiling for v5p:2x2x1.
                      Asking for it raises UserError (exit 2) before anything compiles.
 
-The number of SparseCores per chip is passed explicitly (`SPARSECORES_PER_CHIP`)
+The number of SparseCores per device is passed explicitly (`SPARSECORES_PER_DEVICE`)
 so that compiling for a TPU slice works on a CPU host (`sparsecore_compile.py`).
 The library is imported only when this backend is built: importing the project
 and every CPU/GPU path never needs it.
@@ -64,11 +64,11 @@ from dlrm_jax.embedding import optimizers, sparsecore_layout, tables as emb_lib
 from dlrm_jax.errors import UserError
 from dlrm_jax.mesh import AXES
 
-# SparseCores per chip (one JAX device per chip on these generations; tpu7x's
-# megacore is disabled, so libtpu shows two devices per chip, each with 2), from
-# the Cloud TPU system-architecture pages and jax-tpu-embedding's
-# NUM_SC_PER_DEVICE_MAP.  v5e, v4, CPUs and GPUs have none.
-SPARSECORES_PER_CHIP = {"v5p": 4, "v6e": 2, "tpu7x": 2}
+# SparseCores per JAX device, as jax-tpu-embedding's NUM_SC_PER_DEVICE_MAP has them:
+# v5p 4 and v6e 2 (one device per chip); tpu7x 2 per device, and libtpu shows an
+# Ironwood chip as two devices (megacore off; `tpu7x:2x2x1` is 8 devices), so 4 per
+# chip.  v5e, v4, CPUs and GPUs have none.
+SPARSECORES_PER_DEVICE = {"v5p": 4, "v6e": 2, "tpu7x": 2}
 _DEVICE_KINDS = {"TPU v5": "v5p", "TPU v5p": "v5p", "TPU v6e": "v6e", "TPU v6 lite": "v6e", "TPU7x": "tpu7x"}
 ROWWISE_UNSUPPORTED = ("embedding.optimizer=rowwise_adagrad is not available with embedding.backend=sparsecore: "
                        "jax-tpu-embedding has no row-wise Adagrad and a custom one (a reduction over D) does not "
@@ -98,7 +98,7 @@ def sparsecores_per_device(device) -> int:
         platform = getattr(device, "platform", "?")
         raise UserError(f"embedding.backend=sparsecore needs TPU SparseCores (v5p, v6e, tpu7x); this run's devices "
                         f"are {platform} ({kind or 'unknown kind'}), which have none: use embedding.backend=tensorcore")
-    return SPARSECORES_PER_CHIP[gen]
+    return SPARSECORES_PER_DEVICE[gen]
 
 
 # --------------------------------------------------------------------------- specs
