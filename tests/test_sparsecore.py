@@ -131,6 +131,28 @@ def test_checkpoint_restores_across_sparsecore_and_tensorcore_layouts(tmp_path, 
     ckpt.close()
 
 
+def test_sparsecore_ops_reads_calls_from_compiled_hlo():
+    """Lines as libtpu 0.0.50 prints them: SparseCore calls are call-starts on the "sparsecore" thread."""
+    from dlrm_jax.sparsecore_compile import sparsecore_ops
+    call = ('  %sparse-core-call.{i}.call-start = ((), (), (s32[1]{{0}})) call-start(), async_execution_thread='
+            '"sparsecore", to_apply=%c.{i}, metadata={{op_name="jit(train_step)/shard_map/{op}" stack_frame_id=1}}')
+    hlo = "\n".join([
+        call.format(i=1, op="tpu_sparse_dense_matmul/sparse_dense_matmul_csr"),
+        call.format(i=2, op="tpu_sparse_dense_matmul_grad/sparse_dense_matmul_optimizer_grad_primitive"),
+        call.format(i=3, op="tpu_sparse_dense_matmul_grad/sparse_dense_matmul_optimizer_grad_primitive"),
+        '  %custom-call.4.call-start = (s32[8]) call-start(%p), async_execution_thread="sparsecore", to_apply=%c.4',
+        '  %x = f32[8]{0} call-start(%p), async_execution_thread="main", to_apply=%c.5',
+        '  %g = f32[4096,16] custom-call(%a, %b), custom_call_target="SparseGather", backend_config={}',
+        '  %t = f32[16] custom-call(%a), custom_call_target="AllToAllDynamic"',
+        '  %o = f32[16] custom-call(%a), custom_call_target="Sharding"',
+    ])
+    ops = sparsecore_ops(hlo)
+    assert ops["sparsecore_calls"] == 4 and ops["sparsecore_library_calls"] == 3
+    assert ops["sparsecore_calls_by_op"] == {"tpu_sparse_dense_matmul": 1, "tpu_sparse_dense_matmul_grad": 2,
+                                             "other": 1}
+    assert ops["sparsecore_custom_calls"] == {"AllToAllDynamic": 1, "SparseGather": 1}
+
+
 # --------------------------------------------------------------------------- errors (no library)
 
 def test_rowwise_adagrad_with_sparsecore_is_a_config_error():
