@@ -33,7 +33,7 @@ def backend_for(cfg, layout, devices) -> sc_lib.SparseCoreEmbedding:
     """The SparseCore backend of `cfg` over `devices`; UserError where it cannot run."""
     devices = list(devices)
     sparsecores = sc_lib.sparsecores_per_device(devices[0])   # first: CPU/GPU/v5e need no library to be told
-    sc_lib._lib()
+    sc_lib.require_library()
     mesh = make_mesh(cfg.mesh, devices)
     if cfg.train.batch_size % mesh.size:
         raise UserError(f"train.batch_size={cfg.train.batch_size} is not divisible by the {mesh.size} devices")

@@ -185,7 +185,7 @@ def test_sparsecore_counts_and_devices_without_them(monkeypatch):
             sparsecore.sparsecores_per_device(_Device(kind))
     monkeypatch.setattr(sparsecore, "library_available", lambda: False)
     with pytest.raises(UserError, match="needs jax-tpu-embedding, which is not installed"):
-        sparsecore._lib()
+        sparsecore.require_library()
 
 
 # --------------------------------------------------------------------------- with the library

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-from functools import partial
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -82,7 +81,7 @@ def library_available() -> bool:
     return importlib.util.find_spec("jax_tpu_embedding") is not None
 
 
-def _lib():
+def require_library():
     """(embedding, embedding_spec) modules of jax-tpu-embedding; UserError without it."""
     if not library_available():
         raise UserError(f"embedding.backend=sparsecore needs jax-tpu-embedding, which is not installed: {INSTALL}")
@@ -125,7 +124,7 @@ def _adagrad_fn(eps: float):
 
 def optimizer_spec(emb_cfg, dim: int):
     """The library's optimizer spec of `embedding.optimizer` with our learning rate (see the module docstring)."""
-    _, spec = _lib()
+    _, spec = require_library()
     lr = float(emb_cfg.learning_rate)
     if emb_cfg.optimizer == "sgd":
         return spec.SGDOptimizerSpec(learning_rate=lr)
@@ -148,7 +147,7 @@ def feature_specs(rows: Sequence[int], dim: int, emb_cfg, global_batch: int, dev
     SparseCore holds going to one partition: its samples x the stack's features
     (tests/test_sparsecore.py preprocesses a batch whose ids are all equal).
     """
-    embedding, spec = _lib()
+    embedding, spec = require_library()
     opt = optimizer_spec(emb_cfg, dim)
     out = {}
     for f in features:
@@ -209,7 +208,7 @@ class SparseCoreEmbedding:
 
     def __init__(self, mesh: jax.sharding.Mesh, rows: Sequence[int], dim: int, emb_cfg, global_batch: int,
                  sparsecores: int, local_devices: int | None = None):
-        self.embedding, _ = _lib()
+        self.embedding, _ = require_library()
         self.mesh, self.rows, self.dim, self.cfg = mesh, tuple(int(r) for r in rows), int(dim), emb_cfg
         self.optimizer = emb_cfg.optimizer
         self.devices, self.sparsecores = mesh.size, int(sparsecores)
@@ -342,13 +341,11 @@ class SparseCoreEmbedding:
                 tc_table, tc_accum = st.table, st.accum
             return new_sc, new_acc, tc_table, tc_accum
 
-        sh = self.shardings()
         sc_t = {k: P(_ALL, None) for k in sc_names}
         sc_a = {k: (P() if self.optimizer == "sgd" else P(_ALL, None)) for k in sc_names}
         new_sc, new_acc, tc_table, tc_accum = self._shard_map(
             body, (sc_t, sc_a, P(), P(), P(_ALL), P(_ALL, None), P(_ALL)), (sc_t, sc_a, P(), P()))(
             state.table["sparsecore"], state.accum["sparsecore"], state.table["tensorcore"],
             state.accum["tensorcore"], ids.csr, ids.tensorcore, grads)
-        del sh
         return emb_lib.EmbeddingState(table={"sparsecore": new_sc, "tensorcore": tc_table},
                                       accum={"sparsecore": new_acc, "tensorcore": tc_accum})
