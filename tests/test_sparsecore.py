@@ -80,6 +80,10 @@ def test_layout_round_trip(optimizer):
     back_t, back_a = sparsecore_layout.to_canonical(layout, t, a)
     np.testing.assert_array_equal(back_t, table)
     np.testing.assert_array_equal(back_a, accum)
+    # the backend's init stacks with jax.numpy inside jit: the same arrays
+    jt, ja = jax.jit(lambda x, y: sparsecore_layout.from_canonical(layout, x, y, xp=jnp))(table, accum)
+    for x, y in zip(jax.tree.leaves((jt, ja)), jax.tree.leaves((t, a))):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_sparsecore_stacks_convert_to_another_shard_count_and_to_placement_groups():
