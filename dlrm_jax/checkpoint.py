@@ -75,6 +75,8 @@ class Checkpointer:
         saved = self.saved_layout(step) if layout is not None else None
         if layout_conversion.needs_conversion(saved, layout):  # SparseCore stacks <-> TensorCore groups
             return self._restore_converted(step, like, saved, layout)
+        if layout_conversion.is_sparsecore(saved):  # the same SparseCore stacks: restores as saved
+            saved = None
         abstract = jax.tree.map(lambda x: _EMPTY if x.size == 0 else _abstract(x), like)
         strict = True
         if saved is not None:

@@ -127,6 +127,12 @@ def test_checkpoint_restores_across_sparsecore_and_tensorcore_layouts(tmp_path, 
     np.testing.assert_array_equal(restored.params["w"], params["w"]) and int(restored.step) == 7
     ckpt.close()
 
+    ckpt = Checkpointer(tmp_path / "sc")   # a SparseCore run resuming on the same SparseCores
+    same = ckpt.restore(7, state(jax.tree.map(jnp.zeros_like, sc_emb)), layout=sc_layout)
+    for x, y in zip(jax.tree.leaves(same.emb), jax.tree.leaves(sc_emb)):
+        np.testing.assert_array_equal(x, y)
+    ckpt.close()
+
     ckpt = Checkpointer(tmp_path / "tc")
     ckpt.save(7, state(emb_lib.EmbeddingState(table=jnp.asarray(table), accum=jnp.asarray(accum))), layout=tc_layout)
     back = ckpt.restore(7, state(jax.tree.map(jnp.zeros_like, sc_emb)), layout=sc_layout)

@@ -21,6 +21,9 @@ import numpy as np
 from dlrm_jax.embedding import placement as placement_lib, sparsecore_layout, tables as emb_lib
 
 
+is_sparsecore = sparsecore_layout.is_sparsecore
+
+
 def needs_conversion(saved: dict | None, target: dict | None) -> bool:
     """True if `saved` and `target` are different kinds (SparseCore vs TensorCore) or different SparseCore stacks."""
     if saved is None or target is None:
