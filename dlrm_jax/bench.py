@@ -109,14 +109,14 @@ def _time(step, state, batches, steps: int, repeats: int) -> tuple[float, object
     """Median examples/s over `repeats` timings, and the host's cost per step over all of them."""
     b = batches[0][0].shape[0]
     for i in range(3):  # compile and warm up
-        state, loss = step(state, *batches[i % len(batches)])
+        state, loss = step(state, *batches[i % len(batches)])[:2]
     jax.block_until_ready(state)
     rates = []
     usage0 = _rusage()
     for _ in range(repeats):
         t = time.perf_counter()
         for i in range(steps):
-            state, loss = step(state, *batches[i % len(batches)])
+            state, loss = step(state, *batches[i % len(batches)])[:2]
         jax.block_until_ready((state, loss))
         rates.append(steps * b / (time.perf_counter() - t))
     usage1 = _rusage()

@@ -10,7 +10,9 @@ the groups, their features and row offsets.  A sharded group's rows are padded
 to a multiple of its shards, so the same tables on another mesh may differ
 only in zero padding rows at the end; those are added or dropped on restore.
 A layout whose tables sit elsewhere (table placement over another number of
-devices) is refused with a clear message rather than restored wrongly.
+devices, or written before sharded groups spanned every device of the mesh)
+is restored as saved and then laid out anew, table by table (`_relayout`);
+one that holds other tables is refused with a clear message.
 
 Each checkpoint also records the run's time so far (`RunTime`), so a resumed
 run's `wall_s` and `examples_per_s` cover every process it took, not the last.
@@ -27,7 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from dlrm_jax.chrono import RunTime
-from dlrm_jax.embedding import layout_conversion, placement
+from dlrm_jax.embedding import layout_conversion, placement, tables as emb_lib
 from dlrm_jax.errors import UserError
 
 LAYOUT_KEY = "embedding_layout"
@@ -81,6 +83,8 @@ class Checkpointer:
         strict = True
         if saved is not None:
             why = placement.restorable(saved, layout)
+            if why is not None and _same_tables(saved, layout):
+                return self._restore_relaid(step, like, saved, layout)
             if why is not None:
                 raise UserError(f"checkpoint {step} in {self._manager.directory}: {why}; resume with "
                                 f"the embedding.sharding and mesh.model it was saved with")
@@ -103,11 +107,94 @@ class Checkpointer:
                                 opt_state=jax.tree.map(_place_like, restored.opt_state, like.opt_state),
                                 step=_place_like(restored.step, like.step))
 
+    def _restore_relaid(self, step: int, like, saved: dict, layout: dict):
+        """Restore the tables as `saved` lays them out, then move each table to `layout`'s place."""
+        emb_like = like.emb if hasattr(like, "emb") else like
+        leaves = jax.tree.leaves(emb_like)
+        sharding = getattr(leaves[0], "sharding", None)
+        mesh = getattr(sharding, "mesh", None)
+        dim = leaves[0].shape[-1]
+        accum_ndim = {g.ndim for g in jax.tree.leaves(emb_like)[1::2]}
+        optimizer_accum = next(iter(accum_ndim)) if accum_ndim else 1
+        sgd = any(x.size == 0 for x in leaves)
+
+        def abstract_group(rows):
+            def sds(shape):
+                if mesh is None:
+                    return jax.ShapeDtypeStruct(shape, np.float32)
+                from jax.sharding import NamedSharding, PartitionSpec as P
+                split = len(shape) > 0 and shape[0] % mesh.size == 0
+                return jax.ShapeDtypeStruct(shape, np.float32,
+                                            sharding=NamedSharding(mesh, P(mesh.axis_names) if split else P()))
+            acc = (1,) if sgd else ((rows, dim) if optimizer_accum == 2 else (rows,))
+            return emb_lib.EmbeddingState(table=sds((rows, dim)), accum=sds(acc))
+
+        saved_emb = placement.from_groups([abstract_group(g["rows"]) for g in saved["groups"]])
+        saved_like = like.replace(emb=saved_emb) if hasattr(like, "emb") else saved_emb
+        abstract = jax.tree.map(lambda x: _EMPTY if x.size == 0 else _abstract(x), saved_like)
+        restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        emb = _relayout(placement.as_groups(restored.emb if hasattr(like, "emb") else restored), saved, layout,
+                        emb_like, sgd)
+        restored = restored.replace(emb=emb) if hasattr(like, "emb") else emb
+        return jax.tree.map(lambda x, r: _like_empty(x) if x.size == 0 else r, like, restored)
+
     def close(self) -> None:
         self._manager.close()
 
 
 _EMPTY = np.zeros((1,), np.float32)
+
+
+def _same_tables(saved: dict, target: dict) -> bool:
+    def tables(d):
+        return sorted((f, r) for g in d["groups"] for f, r in zip(g["features"], g["feature_rows"]))
+    return tables(saved) == tables(target)
+
+
+def _in_group_order(st, g: dict, sgd: bool):
+    """A saved group's state with its rows in group order (interleaved groups de-interleaved)."""
+    if g.get("row_map") != "modulo":
+        return st
+    return emb_lib.EmbeddingState(table=placement.deinterleave(st.table, g["shards"]),
+                                  accum=st.accum if sgd else placement.deinterleave(st.accum, g["shards"]))
+
+
+def _relayout(saved_groups, saved: dict, target: dict, like_emb, sgd: bool):
+    """Saved groups' states -> `target`'s groups, each feature's rows (and accumulator) moved whole.
+
+    Jitted with the target's shardings, so on a mesh the rows move device to device.
+    """
+    where = {f: (i, off, rows) for i, g in enumerate(saved["groups"])
+             for f, off, rows in zip(g["features"], g["offsets"], g["feature_rows"])}
+
+    def move(groups):
+        groups = [_in_group_order(st, g, sgd) for st, g in zip(groups, saved["groups"])]
+        out = []
+        for g in target["groups"]:
+            states = []
+            for part in ("table", "accum"):
+                if part == "accum" and sgd:
+                    states.append(jax.numpy.zeros((0,), np.float32))
+                    continue
+                pieces, end = [], 0
+                for f, off in zip(g["features"], g["offsets"]):
+                    i, src, rows = where[f]
+                    x = getattr(groups[i], part)
+                    if off > end:
+                        pieces.append(jax.numpy.zeros((off - end, *x.shape[1:]), x.dtype))
+                    pieces.append(x[src:src + rows])
+                    end = off + rows
+                if g["rows"] > end:
+                    pieces.append(jax.numpy.zeros((g["rows"] - end, *x.shape[1:]), x.dtype))
+                x = jax.numpy.concatenate(pieces)
+                states.append(placement.interleave(x, g["shards"]) if g.get("row_map") == "modulo" else x)
+            out.append(emb_lib.EmbeddingState(table=states[0], accum=states[1]))
+        return placement.from_groups(out)
+
+    shardings = jax.tree.map(lambda x: getattr(x, "sharding", None), like_emb)
+    if any(s is None for s in jax.tree.leaves(shardings, is_leaf=lambda x: x is None)):
+        return move(saved_groups)
+    return jax.jit(move, out_shardings=shardings)(saved_groups)
 
 
 def _like_empty(x):

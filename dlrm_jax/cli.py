@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", help="fit scaling laws to a sweep", add_help=False)
     a.add_argument("rest", nargs=argparse.REMAINDER)
 
+    c = sub.add_parser("compile", help="compile the train step ahead of time (CPU devices or a TPU slice): "
+                                       "memory, collectives, FLOPs per device", add_help=False)
+    c.add_argument("rest", nargs=argparse.REMAINDER)
+
     d = sub.add_parser("data", help="data preparation")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     cp = dsub.add_parser("criteo-prepare", help="Criteo TSV into columnar shards", add_help=False)
@@ -67,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["analyze"]:
         from analysis.cli import main as analyze_main
         return analyze_main(argv[1:])
+    if argv[:1] == ["compile"]:  # sets the host device count before JAX starts
+        from dlrm_jax.compile_report import main as compile_main
+        return compile_main(argv[1:])
     if argv[:2] == ["data", "criteo-prepare"]:
         from dlrm_jax.data.criteo.prepare import main as prepare_main
         return prepare_main(argv[2:])

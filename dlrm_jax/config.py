@@ -68,7 +68,13 @@ class EmbeddingConfig:
     initial_accumulator: float = 0.0
     init_scale: float = 0.0              # 0: uniform(+-1/sqrt(rows)) as reference DLRM
     sharding: Sharding = "auto"          # dlrm_jax/embedding/placement.py says what each does
-    replicate_below_rows: int = 65536    # auto: tables smaller than this are replicated
+    # auto: tables smaller than this are replicated.  A replicated group's update
+    # all-reduces its dense gradient (rows x D per step, whatever the device count),
+    # worth it only when that is small beside a device's exchange traffic (b x F x D):
+    # at 65536 the criteo-mlperf shape's small tables (121k rows) all-reduced 62 MB
+    # per step against 23 MB for the whole exchange at 512 examples per device.
+    replicate_below_rows: int = 4096
+    exchange_headroom: float = 2.0       # sharded tables: all-to-all capacity over an even spread (exchange.py)
     # tensorcore: the single-device / shard_map paths (CPU, GPU, every TPU); sparsecore: TPU
     # v5p, v6e, tpu7x SparseCores through jax-tpu-embedding (dlrm_jax/embedding/sparsecore.py)
     backend: EmbeddingBackend = "tensorcore"
@@ -233,6 +239,7 @@ def validate(cfg: Config) -> None:
     need(e.learning_rate > 0, f"embedding.learning_rate must be positive, got {e.learning_rate}")
     for k in ("eps", "initial_accumulator", "init_scale"):
         need(getattr(e, k) >= 0, f"embedding.{k} must be >= 0, got {getattr(e, k)}")
+    need(e.exchange_headroom > 0, f"embedding.exchange_headroom must be > 0, got {e.exchange_headroom}")
     need(e.replicate_below_rows >= 0, f"embedding.replicate_below_rows must be >= 0, got {e.replicate_below_rows}")
     need(e.backend != "sparsecore" or e.optimizer != "rowwise_adagrad",
          "embedding.optimizer=rowwise_adagrad has no SparseCore form (dlrm_jax/embedding/sparsecore.py says why); "
@@ -286,7 +293,7 @@ def field_type(key: str) -> tuple[Any, str | None]:
 # Keys that say where a run computes, not what it computes: a run may resume on
 # another mesh (checkpoints restore onto any placement), so these may change.
 PLACEMENT_KEYS = ("mesh.", "distributed.", "embedding.sharding", "embedding.replicate_below_rows",
-                  "embedding.backend", "embedding.tensorcore_below_rows")
+                  "embedding.exchange_headroom", "embedding.backend", "embedding.tensorcore_below_rows")
 
 
 def diff(a: Config, b: Config, ignore: tuple[str, ...] = PLACEMENT_KEYS) -> list[str]:

@@ -3,13 +3,16 @@
 Model code names tensor roles; `RULES` maps each role to mesh axes (MaxText's
 logical axis rules, in small).  The mesh has two axes:
 
-    data   data parallelism: replicas of the tables
-    model  model parallelism: row blocks of the sharded table groups
+    data   data parallelism
+    model  model parallelism
 
 The batch is split over *both* axes (every device runs the dense arch on
 B / devices examples), dense params are replicated (their gradient all-reduce
 comes from jit's sharding propagation), and each table group
-(`embedding/placement.py`) is replicated or row-sharded over the table axis.
+(`embedding/placement.py`) is replicated or row-sharded over *every* device
+(data x model): a table replicated over `data` would need every replica to
+apply the whole global batch's update, traffic that grows with the device
+count (`embedding/exchange.py`).
 Code that needs an axis by name inside `shard_map` asks `axis(role)`.
 """
 from __future__ import annotations
@@ -24,7 +27,7 @@ AXES = ("data", "model")
 # Tensor role -> mesh axes of its leading dimension (None: replicated).
 RULES: dict[str, str | tuple[str, ...] | None] = {
     "batch": ("data", "model"),     # examples [B, ...]
-    "table_rows": "model",          # rows of a sharded table group [rows, ...]
+    "table_rows": ("data", "model"),  # rows of a sharded table group [rows, ...]: every device
     "replicated_table": None,       # small tables, every device
     "dense_param": None,            # MLP weights and their optimizer state
     "scalar": None,                 # step counter

@@ -35,7 +35,7 @@ class Parallel:
     mesh: jax.sharding.Mesh | None
     placement: placement_lib.Placement | None   # None: the single-device layout
     init: Callable[[int], Any]                  # seed -> TrainState (jitted on a mesh)
-    train_step: Callable                        # jitted (state, dense, sparse, labels) -> (state, loss)
+    train_step: Callable                        # jitted (state, dense, sparse, labels) -> (state, loss, stats)
     predict: Callable                           # (params, tables, dense, sparse) -> logits [B] (numpy in)
     put_batch: Callable                         # Batch -> (dense, sparse, labels) for train_step
     eval_multiple: int                          # eval chunks are padded to a multiple of this
@@ -64,8 +64,9 @@ def parallelize(cfg, model, tx, layout: emb_lib.EmbeddingLayout, devices=None) -
     if cfg.train.batch_size % n:
         raise UserError(f"train.batch_size={cfg.train.batch_size} is not divisible by the {n} devices of the "
                         f"mesh (mesh.data={data} x mesh.model={model_axis})")
-    pl = placement_lib.plan(e.sharding, layout.rows, layout.dim, model_axis, e.replicate_below_rows)
-    sharded = ShardedEmbedding(mesh, pl, e.optimizer)
+    # Sharded groups split over every device (mesh.py), so the placement plans n blocks.
+    pl = placement_lib.plan(e.sharding, layout.rows, layout.dim, n, e.replicate_below_rows)
+    sharded = ShardedEmbedding(mesh, pl, e.optimizer, headroom=e.exchange_headroom)
 
     def init_state(key):
         return step_lib.init_state(key, model, tx, sharded, e)
@@ -84,7 +85,8 @@ def parallelize(cfg, model, tx, layout: emb_lib.EmbeddingLayout, devices=None) -
     init = jax.jit(lambda seed: init_state(jax.random.PRNGKey(seed)), out_shardings=state_sh)
 
     train_step = jax.jit(step_lib.make_train_step(model, tx, sharded, e),
-                         in_shardings=(state_sh, *batch_sh), out_shardings=(state_sh, named("host_output", 0)),
+                         in_shardings=(state_sh, *batch_sh),
+                         out_shardings=(state_sh, named("host_output", 0), named("host_output", 0)),
                          donate_argnums=0)
     predict_jit = jax.jit(step_lib.make_predict(model, sharded),
                           in_shardings=(state_sh.params, state_sh.emb.table, batch_sh[0], batch_sh[1]),

@@ -58,12 +58,14 @@ def bce_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def make_train_step(model, tx: optax.GradientTransformation, embedding, emb_cfg) -> Callable:
-    """(state, dense [B,13], sparse [B,F], labels [B]) -> (state, loss).
+    """(state, dense [B,13], sparse [B,F], labels [B]) -> (state, loss, stats).
 
     The gradient is taken w.r.t. the dense params and the looked-up rows
     [B, F, D] only; the backend's `update` applies the sparse optimizer to
     touched rows.  `embedding` is a backend (or an EmbeddingLayout: the
-    single-device one).
+    single-device one).  stats: the backend's counters of the step (a sharded
+    backend's `update_and_count`: exchange rounds and overflowed ids; {} on one
+    device), which the train loop logs.
     """
     backend = as_backend(embedding)
 
@@ -76,8 +78,12 @@ def make_train_step(model, tx: optax.GradientTransformation, embedding, emb_cfg)
         loss, (g_params, g_rows) = jax.value_and_grad(loss_fn, argnums=(0, 1))(state.params, rows)
         updates, opt_state = tx.update(g_params, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        emb = backend.update(state.emb, sparse, g_rows, emb_cfg.optimizer, emb_cfg.learning_rate, emb_cfg.eps)
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state, emb=emb), loss
+        args = (state.emb, sparse, g_rows, emb_cfg.optimizer, emb_cfg.learning_rate, emb_cfg.eps)
+        if hasattr(backend, "update_and_count"):
+            emb, stats = backend.update_and_count(*args)
+        else:
+            emb, stats = backend.update(*args), {}
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state, emb=emb), loss, stats
 
     return train_step
 

@@ -98,10 +98,12 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     batches = prefetch(map(par.put_batch, _train_batches(source, cfg, sched, start_step)), size=3)
     bar = _progress_bar(sched.total_steps, start_step, progress)
     loss_sum, loss_steps, final_eval, error = jnp.zeros(()), 0, None, None
+    exchange = {}  # sharded tables: exchange counters since the last log line (_add_exchange_stats)
     try:
         for step in range(start_step + 1, sched.total_steps + 1):
-            state, loss = train_step(state, *next(batches))
+            state, loss, step_stats = train_step(state, *next(batches))
             loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
+            exchange = _add_exchange_stats(exchange, step_stats)
             chrono.step_done(loss)
             bar.update(1)
             if not sched.is_log_step(step):
@@ -111,7 +113,8 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
             if not math.isfinite(mean_loss):
                 raise TrainingDiverged(f"train loss is {mean_loss} at step {step} "
                                        f"({step * sched.batch_size} examples); lower the learning rates")
-            metrics_log.write(event(step, train_loss=mean_loss))
+            metrics_log.write(event(step, train_loss=mean_loss, **{k: int(v) for k, v in exchange.items()}))
+            exchange = {}
             bar.set_postfix(loss=f"{mean_loss:.4f}")
             with chrono.paused() as t_pause:
                 if sched.is_eval_step(step):
@@ -157,6 +160,19 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
         write_json_atomic(summary_path, summary)
         rundir.unlock(run_dir)
     return summary
+
+
+def _add_exchange_stats(acc: dict, stats: dict) -> dict:
+    """Counters of the sharded embedding exchange since the last log line (device arrays, no sync).
+
+    exchange_overflow_ids: unique ids that overflowed the all-to-all capacity
+    and took a later round (handled exactly, but each round costs a collective);
+    exchange_rounds_max: the most rounds one step took.
+    """
+    if not stats:
+        return acc
+    return {"exchange_overflow_ids": acc.get("exchange_overflow_ids", 0) + stats["exchange_overflow_ids"],
+            "exchange_rounds_max": jnp.maximum(acc.get("exchange_rounds_max", 0), stats["exchange_rounds"])}
 
 
 def _train_batches(source, cfg: config_lib.Config, sched: Schedule, start_step: int):

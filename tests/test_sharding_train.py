@@ -1,9 +1,11 @@
 """Whole runs on 8 fake CPU devices: sharded placements give the single-device eval NE,
 and a checkpoint saved on a 1x8 mesh resumes on a 2x4 mesh to the same result."""
+import dataclasses
 import shutil
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from dlrm_jax import checkpoint, config as C
@@ -57,19 +59,37 @@ def test_checkpoint_from_1x8_resumes_on_2x4(single, row_1x8, tmp_path):
     _assert_same_metrics(resumed, single)
     saved = checkpoint.Checkpointer(out / "checkpoints")
     assert [g["rows"] for g in saved.saved_layout(8)["groups"]] == [5712]   # written on 1x8
-    assert [g["rows"] for g in saved.saved_layout(16)["groups"]] == [5708]  # and on 2x4
+    assert [g["rows"] for g in saved.saved_layout(16)["groups"]] == [5712]  # and on 2x4: over all 8 too
     saved.close()
 
 
-def test_checkpoint_with_tables_elsewhere_is_refused(tmp_path):
+def test_checkpoint_with_tables_elsewhere_is_laid_out_anew(tmp_path):
+    # Table-wise blocks over 2 devices (as a checkpoint of a 2x4 mesh was laid out
+    # before sharded groups spanned every device) restored into blocks over 4.
     rows = (3, 9, 4, 7)
     saved_as, read_as = PL.plan("table", rows, 2, 2), PL.plan("table", rows, 2, 4)
+    assert saved_as.groups[0].offsets != read_as.groups[0].offsets
     ckpt = checkpoint.Checkpointer(tmp_path / "ckpt")
-    state = PL.init_embedding(jax.random.PRNGKey(0), saved_as, "sgd")
+    state = PL.init_embedding(jax.random.PRNGKey(0), saved_as, "rowwise_adagrad", initial_accumulator=0.5)
+    state = state.replace(accum=state.accum + jnp.arange(state.accum.shape[0]))  # rows tell apart
     ckpt.save(1, state, layout=saved_as.describe())
+    like = PL.init_embedding(jax.random.PRNGKey(1), read_as, "rowwise_adagrad")
+    back = ckpt.restore(1, like, layout=read_as.describe())
+    for got, want in zip(PL.to_canonical(read_as, back), PL.to_canonical(saved_as, state)):
+        np.testing.assert_array_equal(got, want)
+    assert back.table.shape == like.table.shape
+    # Row-sharded groups were contiguous blocks before they were interleaved (row r on device r % M).
+    new = PL.plan("row", rows, 2, 4)
+    old = PL.Placement("row", new.feature_rows, new.dim, (dataclasses.replace(new.groups[0], interleaved=False),))
+    assert new.groups[0].interleaved and "row_map" not in old.describe()["groups"][0]
+    ckpt.save(2, PL.init_embedding(jax.random.PRNGKey(2), old, "rowwise_adagrad").replace(
+        accum=jnp.arange(new.groups[0].rows, dtype=jnp.float32)), layout=old.describe())
+    back = ckpt.restore(2, PL.init_embedding(jax.random.PRNGKey(1), new, "rowwise_adagrad"), layout=new.describe())
+    saved = PL.to_canonical(old, PL.init_embedding(jax.random.PRNGKey(2), old, "rowwise_adagrad"))[0]
+    np.testing.assert_array_equal(PL.to_canonical(new, back)[0], saved)
+    np.testing.assert_array_equal(PL.to_canonical(new, back)[1], np.arange(sum(rows)))
+    other = PL.plan("table", (3, 9, 4, 8), 2, 4)  # other tables: refused
     with pytest.raises(UserError, match="laid out for embedding.sharding=table over 2 model shards, this "
                                         "run's for embedding.sharding=table over 4"):
-        ckpt.restore(1, PL.init_embedding(jax.random.PRNGKey(0), read_as, "sgd"), layout=read_as.describe())
-    back = ckpt.restore(1, state, layout=saved_as.describe())
-    assert jnp.array_equal(back.table, state.table)
+        ckpt.restore(1, PL.init_embedding(jax.random.PRNGKey(0), other, "rowwise_adagrad"), layout=other.describe())
     ckpt.close()

@@ -302,22 +302,30 @@ def _v5p_devices():
 
 
 @needs_library
-def test_small_aot_compile_for_a_v5p_slice_has_the_sparsecore_calls():
-    from dlrm_jax.sparsecore_compile import compile_step, sparsecore_ops
+def test_small_aot_compile_for_a_v5p_slice_reports_the_sparsecore_calls():
+    """`dlrm-scaling compile`'s report (compile_report.py) of a SparseCore step for a v5p slice."""
+    from dlrm_jax.compile_report import compile_report, format_report
     cfg = _tiny_cfg(batch=1024).replace(**{"synthetic.cardinalities": (50000, 17, 30000) + (60,) * 23})
-    compiled, par = compile_step(cfg, _v5p_devices())
-    ops = sparsecore_ops(compiled.as_text())
-    stacks = len(par.layout["stacks"])
-    assert stacks >= 1 and par.layout["tensorcore"]["features"] == [1] + list(range(3, 26))
-    # one lookup per stack; the fused update with our Adagrad (a custom optimizer) is 3 calls per stack
-    # with libtpu 0.0.50.1 (its sparse_dense_matmul_optimizer_grad primitive, split by the compiler)
-    assert ops["sparsecore_calls_by_op"].get("tpu_sparse_dense_matmul") == stacks
-    assert ops["sparsecore_calls_by_op"].get("tpu_sparse_dense_matmul_grad", 0) >= stacks
-    assert ops["sparsecore_library_calls"] == sum(ops["sparsecore_calls_by_op"].get(k, 0)
-                                                  for k in ("tpu_sparse_dense_matmul", "tpu_sparse_dense_matmul_grad"))
-    assert "SparseGather" in ops["sparsecore_custom_calls"]
-    mem = compiled.memory_analysis()
-    assert mem.argument_size_in_bytes > 0 and mem.temp_size_in_bytes < 1 << 30
+    r = compile_report(cfg, _v5p_devices())
+    assert r["fits"] and r["embedding_sharding"] == "sparsecore" and r["memory"]["temp"] < 1 << 30
+    # one lookup per stack (a single stack here); the fused update with our Adagrad (a custom optimizer)
+    # is 3 calls per stack with libtpu 0.0.50.1 (its optimizer_grad primitive, split by the compiler)
+    assert r["sparsecore_calls_by_op"].get("tpu_sparse_dense_matmul") == 1
+    assert r["sparsecore_calls_by_op"].get("tpu_sparse_dense_matmul_grad", 0) >= 1
+    assert r["sparsecore_library_calls"] == sum(r["sparsecore_calls_by_op"].get(k, 0)
+                                                for k in ("tpu_sparse_dense_matmul", "tpu_sparse_dense_matmul_grad"))
+    assert "SparseGather" in r["sparsecore_custom_calls"] and "all-reduce" in r["collectives"]
+    assert "SparseCore calls per step" in format_report(r)
+
+
+def test_compile_sparsecore_for_v5e_exits_2(capsys):
+    """v5e has no SparseCores: `dlrm-scaling compile` says so (needs libtpu to describe the slice, not the library)."""
+    if importlib.util.find_spec("libtpu") is None:
+        pytest.skip("libtpu is not installed (pip install -e '.[tpu]')")
+    code = main(["compile", "--preset", "tiny", "--topology", "v5e-16", "--set", "embedding.backend=sparsecore",
+                 "--set", "embedding.optimizer=adagrad"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "needs TPU SparseCores" in err[-1] and "TPU v5 lite" in err[-1]
 
 
 # --------------------------------------------------------------------------- on a TPU

@@ -45,7 +45,8 @@ class TableGroup:
     features: tuple[int, ...]   # features in the group's row order
     offsets: tuple[int, ...]    # first row of each of those features in the group table
     rows: int                   # rows of the group table, padding included (a multiple of shards)
-    shards: int                 # row blocks over the `model` axis; 1 = replicated
+    shards: int                 # row blocks over the mesh's devices; 1 = replicated
+    interleaved: bool = False   # row map: group row r on device r % shards (else r // shard_rows)
 
     @property
     def shard_rows(self) -> int:
@@ -54,9 +55,12 @@ class TableGroup:
 
     def describe(self, feature_rows: Sequence[int]) -> dict:
         """What a checkpoint records; `rows` (padding) and `shards` may differ on restore."""
-        return {"features": list(self.features), "offsets": list(self.offsets),
-                "feature_rows": [int(feature_rows[f]) for f in self.features],
-                "rows": self.rows, "shards": self.shards}
+        out = {"features": list(self.features), "offsets": list(self.offsets),
+               "feature_rows": [int(feature_rows[f]) for f in self.features],
+               "rows": self.rows, "shards": self.shards}
+        if self.interleaved:
+            out["row_map"] = "modulo"
+        return out
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,12 @@ def _row_group(features, rows, m: int, what: str) -> TableGroup:
     if total < m:
         raise UserError(f"{what} splits {total} table rows over mesh.model={m} devices: fewer rows than "
                         f"devices; lower mesh.model or use embedding.sharding=replicated")
-    return _contiguous(features, rows, m)
+    # Row r on device r % m: every table, and each table's hot head of Zipf ids,
+    # spreads evenly over the devices.  With contiguous blocks a small table sits
+    # whole on one device and the exchange's busiest owner got 4x the mean
+    # (criteo-mlperf shape, 32 devices; scripts/owner_load.py, docs/BENCHMARKS.md).
+    g = _contiguous(features, rows, m)
+    return TableGroup(g.features, g.offsets, g.rows, g.shards, interleaved=m > 1)
 
 
 def _table_group(rows: tuple[int, ...], m: int) -> TableGroup:
@@ -157,8 +166,12 @@ def from_groups(groups: Sequence[emb_lib.EmbeddingState]):
 
 
 def init_embedding(key: jax.Array, placement: Placement, optimizer: str, init_scale: float = 0.0,
-                   initial_accumulator: float = 0.0):
-    """The placement's tables; the same values as `embedding.init_embedding`, laid out in groups."""
+                   initial_accumulator: float = 0.0, interleave_fn=None):
+    """The placement's tables; the same values as `embedding.init_embedding`, laid out in groups.
+
+    interleave_fn(table, shards): how an interleaved group's rows are put in device
+    order (default `interleave`; the sharded backend passes one that keeps it sharded).
+    """
     out = []
     for g in placement.groups:
         parts, end = [], 0
@@ -170,8 +183,21 @@ def init_embedding(key: jax.Array, placement: Placement, optimizer: str, init_sc
         if g.rows > end:
             parts.append(jnp.zeros((g.rows - end, placement.dim), jnp.float32))
         accum = jnp.full(emb_lib.accum_shape(optimizer, g.rows, placement.dim), initial_accumulator, jnp.float32)
-        out.append(emb_lib.EmbeddingState(table=jnp.concatenate(parts, axis=0), accum=accum))
+        table = jnp.concatenate(parts, axis=0)
+        if g.interleaved:   # the accumulator starts uniform: it needs no reordering
+            table = (interleave_fn or interleave)(table, g.shards)
+        out.append(emb_lib.EmbeddingState(table=table, accum=accum))
     return from_groups(out)
+
+
+def interleave(x, shards: int):
+    """Group-order rows [R, ...] -> device order: device k's block holds rows k, k + M, k + 2M, ..."""
+    return x.reshape(-1, shards, *x.shape[1:]).swapaxes(0, 1).reshape(x.shape)
+
+
+def deinterleave(x, shards: int):
+    """The inverse of `interleave`: device order -> group-order rows."""
+    return x.reshape(shards, -1, *x.shape[1:]).swapaxes(0, 1).reshape(x.shape)
 
 
 def to_canonical(placement: Placement, emb) -> tuple[np.ndarray, np.ndarray]:
@@ -180,6 +206,9 @@ def to_canonical(placement: Placement, emb) -> tuple[np.ndarray, np.ndarray]:
     tables, accums = {}, {}
     for g, st in zip(placement.groups, groups):
         table, accum = np.asarray(st.table), np.asarray(st.accum)
+        if g.interleaved:
+            table = deinterleave(table, g.shards)
+            accum = deinterleave(accum, g.shards) if accum.size else accum
         for f, off in zip(g.features, g.offsets):
             tables[f] = table[off:off + placement.feature_rows[f]]
             accums[f] = accum[off:off + placement.feature_rows[f]] if accum.size else accum
@@ -191,7 +220,9 @@ def to_canonical(placement: Placement, emb) -> tuple[np.ndarray, np.ndarray]:
 def restorable(saved: dict, target: dict) -> str | None:
     """None if a checkpoint laid out as `saved` restores into `target` (padding aside); else why not."""
     def key(d):
-        return [(g["features"], g["offsets"], g["feature_rows"]) for g in d["groups"]]
+        # An interleaved group's device order depends on its number of shards too.
+        return [(g["features"], g["offsets"], g["feature_rows"], g.get("row_map", "contiguous"),
+                 g["shards"] if g.get("row_map") == "modulo" else None) for g in d["groups"]]
 
     if key(saved) == key(target):
         return None

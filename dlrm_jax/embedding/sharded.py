@@ -1,20 +1,34 @@
 """The sharded backend: table groups over the mesh, lookups and updates by shard_map.
 
-ids are per feature ([B, F]); tables are the placement's groups
-(`placement.init_embedding`).  A group with shards > 1 is row-sharded over the
-table axis (`mesh.axis("table_rows")`); with 1 it is replicated.
+ids are given per id column ([B, K]; column k belongs to feature `columns[k]`,
+by default K = F and column k is feature k); tables are the placement's groups
+(`placement.init_embedding`).  A group with shards > 1 is row-sharded over
+every device of the mesh (`mesh.axis("table_rows")`: data x model, N blocks);
+with 1 it is replicated.
 
-Collectives of a row- (or table-) sharded group, per step, with M shards:
+Collectives per step and device, b = B / N examples of its own, K_g columns of
+a group, C the exchange capacity (`exchange.py`; N x C ~ 2 b K_g):
 
-    lookup   all-gather ids over the table axis     [B/N, F_g] -> [B/data, F_g]
-             each device gathers the ids it owns (others give zero rows)
-             psum-scatter over the table axis on batch  [B/data, F_g, D] -> [B/N, F_g, D]
-    update   all-gather ids and row gradients over the batch axes  [B, F_g(, D)]
-             each device applies the sparse optimizer to its own rows
+    sharded group      lookup  all-to-all of [N x C] ids, then of [N x C, D] rows
+                       update  all-to-all of [N x C] ids and [N x C, D] summed gradients;
+                               each owner applies the sparse optimizer to its rows
+                       (plus a pmin/pmax of N int32 per round; more rounds only on overflow)
+    replicated group   lookup  none (local gather)
+                       update  rows <= B K_g: all-reduce of the group's dense gradient
+                               [rows, D] and touch counts [rows] (constant in N);
+                               larger: all-gather of ids and gradients over the batch
+                               (grows with N: use a sharded placement for large tables)
 
-A table is never gathered: only ids and [B, F, D] row gradients move.  A
-replicated group looks up locally and all-gathers ids and gradients so every
-replica applies the same update.
+A table is never gathered, and a sharded group's traffic per device depends
+on the device's own b examples only, not on N (docs/BENCHMARKS.md measures it).
+Row-to-shard map: `row` and `auto` groups are interleaved (group row r on
+device r % N), `table` groups are contiguous blocks (whole tables per device).
+Dedup sends a hot id once per device, but with contiguous blocks every small
+table and each large table's hot head sit on one device: measured on the
+criteo-mlperf shape at 32 devices (scripts/owner_load.py), the busiest owner
+received 959 unique ids from one device against a mean of 188 (2 rounds at
+headroom 2), interleaved 232 (1 round).  Checkpoints of contiguous groups are
+re-laid out on restore (checkpoint.py).
 """
 from __future__ import annotations
 
@@ -25,18 +39,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dlrm_jax.embedding import optimizers, placement as placement_lib, tables as emb_lib
+from dlrm_jax.embedding import exchange, optimizers, placement as placement_lib, tables as emb_lib
 from dlrm_jax.mesh import axis, spec
 
-TABLE_AXIS = axis("table_rows")   # the axis a sharded group's row blocks are split over
+TABLE_AXIS = axis("table_rows")   # the axes a sharded group's row blocks are split over
 BATCH_AXES = axis("batch")        # the axes the examples are split over
 
 
 def locate(ids, div: np.ndarray, mod: np.ndarray, shard_rows: int):
-    """Per-feature ids [..., F_g] -> (shard, row within the shard), int32 throughout.
+    """Per-column ids [..., K_g] -> (shard, row within the shard), int32 throughout.
 
-    Feature f starts at row div[f] * S + mod[f] of the group (split on the
-    host, in int64); splitting the id the same way keeps every intermediate
+    Column k's feature starts at row div[k] * S + mod[k] of the group (split on
+    the host, in int64); splitting the id the same way keeps every intermediate
     below 2 S, so groups of any size work while S < 2^30.
     """
     s = shard_rows
@@ -45,24 +59,57 @@ def locate(ids, div: np.ndarray, mod: np.ndarray, shard_rows: int):
     return jnp.asarray(div, jnp.int32) + ids // s + carry, x - carry * s
 
 
+def locate_interleaved(ids, offsets: np.ndarray, shards: int):
+    """Per-column ids [..., K_g] -> (shard, row within the shard) of an interleaved group (row r on r % M).
+
+    Column k's feature starts at group row offsets[k]; (offset // M, offset % M)
+    are split on the host, so every intermediate stays below 2 M + S in int32.
+    """
+    m = shards
+    off = np.asarray(offsets, np.int64)
+    x = ids % m + jnp.asarray(off % m, jnp.int32)              # < 2 M
+    carry = (x >= m).astype(jnp.int32)
+    return x - carry * m, jnp.asarray(off // m, jnp.int32) + ids // m + carry
+
+
 class ShardedEmbedding:
     """The embedding backend of a mesh (`init`, `lookup`, `update`; see `single_device.py`).
 
-    ids are per feature ([B, F]), tables the placement's groups.  `lookup`
-    and `update` run inside jit; their shard_map bodies are the collectives
-    of the module docstring.
+    `columns[k]` is the feature of id column k (default: one column per
+    feature, in order).  `lookup` and `update` run inside jit; their shard_map
+    bodies are the collectives of the module docstring.  `update_and_count`
+    also returns the exchange's counters (`exchange.ExchangeStats`).
     """
 
-    def __init__(self, mesh: jax.sharding.Mesh, placement: placement_lib.Placement, optimizer: str):
-        self.mesh, self.placement, self.optimizer = mesh, placement, optimizer
+    def __init__(self, mesh: jax.sharding.Mesh, placement: placement_lib.Placement, optimizer: str,
+                 columns: tuple[int, ...] | None = None, headroom: float = exchange.DEFAULT_HEADROOM):
+        self.mesh, self.placement, self.optimizer, self.headroom = mesh, placement, optimizer, headroom
         self.dim = placement.dim
-        order = np.concatenate([g.features for g in placement.groups])
-        self._inverse = np.argsort(order)   # group-concatenated feature order -> feature order
+        self.columns = tuple(range(len(placement.feature_rows))) if columns is None else tuple(columns)
+        self._group_columns, self._group_offsets = [], []
+        for g in placement.groups:
+            cols = [k for k, f in enumerate(self.columns) if f in g.features]
+            self._group_columns.append(np.asarray(cols, np.int64))
+            self._group_offsets.append(np.asarray([g.offsets[g.features.index(self.columns[k])] for k in cols],
+                                                  np.int64))
+            if g.shards not in (1, mesh.size):
+                raise ValueError(f"a sharded group must span all {mesh.size} devices, not {g.shards}")
+        order = np.concatenate(self._group_columns)
+        self._inverse = np.argsort(order)   # group-concatenated column order -> column order
         self._identity = bool(np.all(order == np.arange(len(order))))
 
     def init(self, key: jax.Array, optimizer: str, init_scale: float = 0.0, initial_accumulator: float = 0.0):
         """The placement's tables: the single-device values, laid out in groups."""
-        return placement_lib.init_embedding(key, self.placement, optimizer, init_scale, initial_accumulator)
+        return placement_lib.init_embedding(key, self.placement, optimizer, init_scale, initial_accumulator,
+                                            interleave_fn=self._interleave)
+
+    def _interleave(self, table: jax.Array, shards: int) -> jax.Array:
+        """`placement.interleave` without a whole table on any device: rows [S x M, D] viewed as
+        [S, M, D] are first split over M (an all-to-all from the row split), then the swap is local."""
+        table = jax.lax.with_sharding_constraint(table, NamedSharding(self.mesh, P(TABLE_AXIS, None)))
+        x = table.reshape(-1, shards, table.shape[-1])                     # [S, M, D], split over S
+        x = jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, P(None, TABLE_AXIS, None)))
+        return x.swapaxes(0, 1).reshape(table.shape)
 
     def describe(self) -> dict:
         """The layout a checkpoint records."""
@@ -82,73 +129,112 @@ class ShardedEmbedding:
             out.append(emb_lib.EmbeddingState(table=NamedSharding(self.mesh, t), accum=NamedSharding(self.mesh, a)))
         return placement_lib.from_groups(out)
 
-    def _columns(self, g: placement_lib.TableGroup, x: jax.Array) -> jax.Array:
-        """x [B, F, ...] -> the group's features [B, F_g, ...]."""
-        if g.features == tuple(range(x.shape[1])):
+    def _columns(self, i: int, x: jax.Array) -> jax.Array:
+        """x [B, K, ...] -> group i's columns [B, K_g, ...]."""
+        cols = self._group_columns[i]
+        if len(cols) == x.shape[1] and np.all(cols == np.arange(x.shape[1])):
             return x
-        return jnp.take(x, np.asarray(g.features), axis=1)
+        return jnp.take(x, cols, axis=1)
+
+    def _locate(self, i: int, g, ids):
+        """ids [b, K_g] of group i -> (owner, row within the owner's block)."""
+        if g.interleaved:
+            return locate_interleaved(ids, self._group_offsets[i], g.shards)
+        return locate(ids, *split_offsets(g, self._group_offsets[i]), g.shard_rows)
 
     def _shard_map(self, f, in_specs, out_specs):
-        # check_vma=False: the updated table shard is replicated over `data`
-        # because every replica applies the same all-gathered update, which the
-        # varying-axes checker cannot see through all_gather and the scatters.
+        # check_vma=False: replicated outputs (a replicated group's table, the
+        # exchange counters) are equal on every device by construction (psum'd
+        # gradients, pmin'd windows), which the varying-axes checker cannot see.
         return jax.shard_map(f, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+
+    def _capacity(self, local_ids: jax.Array) -> int:
+        return exchange.capacity(local_ids.size, self.mesh.size, self.headroom)
 
     # ------------------------------------------------------------------ lookup
 
     def lookup(self, tables, ids: jax.Array) -> jax.Array:
-        """tables (one per group), ids [B, F] -> rows [B, F, D], batch-sharded."""
+        """tables (one per group), ids [B, K] -> rows [B, K, D], batch-sharded."""
         parts = []
-        for g, table in zip(self.placement.groups, placement_lib.as_groups(tables)):
-            g_ids = self._columns(g, ids)                                           # [B, F_g]
-            body = partial(self._lookup_sharded if g.shards > 1 else self._lookup_replicated, g)
+        for i, (g, table) in enumerate(zip(self.placement.groups, placement_lib.as_groups(tables))):
+            g_ids = self._columns(i, ids)                                           # [B, K_g]
+            body = partial(self._lookup_sharded if g.shards > 1 else self._lookup_replicated, i, g)
             parts.append(self._shard_map(body, (self._specs(g)[0], spec("batch", 2)), spec("batch", 3))(table, g_ids))
         rows = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
         return rows if self._identity else jnp.take(rows, self._inverse, axis=1)
 
-    @staticmethod
-    def _lookup_replicated(g, table, ids):                      # [rows, D], [b, F_g]
-        return jnp.take(table, ids + jnp.asarray(g.offsets, jnp.int32), axis=0)
+    def _lookup_replicated(self, i, g, table, ids):                    # [rows, D], [b, K_g]
+        return jnp.take(table, ids + jnp.asarray(self._group_offsets[i], jnp.int32), axis=0)
 
-    @staticmethod
-    def _lookup_sharded(g, table, ids):                   # [S, D], [b, F_g] -> [b, F_g, D]
-        s = g.shard_rows
-        ids = jax.lax.all_gather(ids, TABLE_AXIS, axis=0, tiled=True)                 # [b * M, F_g]
-        shard, local = locate(ids, *split_offsets(g), s)
-        local = jnp.where(shard == jax.lax.axis_index(TABLE_AXIS), local, s)         # s: not here
-        rows = jnp.take(table, local, axis=0, mode="fill", fill_value=0)           # [b * M, F_g, D]
-        # Exactly one device contributes each row (others add zeros), so the sum is exact.
-        return jax.lax.psum_scatter(rows, TABLE_AXIS, scatter_dimension=0, tiled=True)
+    def _lookup_sharded(self, i, g, table, ids):                # [S, D], [b, K_g] -> [b, K_g, D]
+        shard, local = self._locate(i, g, ids)
+        rows, _ = exchange.lookup(table, shard, local, g.shards, self._capacity(ids), TABLE_AXIS)
+        return rows
 
     # ------------------------------------------------------------------ update
 
     def update(self, emb, ids: jax.Array, grads: jax.Array, optimizer: str, learning_rate, eps: float = 1e-8):
-        """The sparse optimizer on each group's own rows; ids [B, F], grads [B, F, D] (batch-sharded)."""
-        out = []
-        for g, st in zip(self.placement.groups, placement_lib.as_groups(emb)):
-            g_ids, g_grads = self._columns(g, ids), self._columns(g, grads)      # [B, F_g], [B, F_g, D]
-            t_spec, a_spec = self._specs(g)
-            body = partial(self._update_group, g, optimizer, learning_rate, eps)
-            table, accum = self._shard_map(body, (t_spec, a_spec, spec("batch", 2), spec("batch", 3)),
-                                           (t_spec, a_spec))(st.table, st.accum, g_ids, g_grads)
-            out.append(emb_lib.EmbeddingState(table=table, accum=accum))
-        return placement_lib.from_groups(out)
+        """The sparse optimizer on each group's own rows; ids [B, K], grads [B, K, D] (batch-sharded)."""
+        return self.update_and_count(emb, ids, grads, optimizer, learning_rate, eps)[0]
 
-    def _update_group(self, g, optimizer, learning_rate, eps, table, accum, ids, grads):
-        # Every replica of a shard applies the whole global batch's update:
-        # ids [B, F_g] and row gradients [B, F_g, D] are small next to a table.
-        ids = jax.lax.all_gather(ids, BATCH_AXES, axis=0, tiled=True)
-        grads = jax.lax.all_gather(grads, BATCH_AXES, axis=0, tiled=True)
-        if g.shards > 1:
-            shard, local = locate(ids, *split_offsets(g), g.shard_rows)
-            rows = jnp.where(shard == jax.lax.axis_index(TABLE_AXIS), local, g.shard_rows)  # others: dropped
+    def update_and_count(self, emb, ids, grads, optimizer: str, learning_rate, eps: float = 1e-8):
+        """(`update`'s state, {exchange_rounds, exchange_overflow_ids}: int32 counters of this step).
+
+        exchange_rounds: the most all-to-all rounds a sharded group took (1: no
+        overflow; 0: no sharded group); exchange_overflow_ids: unique ids that
+        needed a later round, summed over groups and devices.
+        """
+        out, rounds, overflow = [], jnp.int32(0), jnp.int32(0)
+        for i, (g, st) in enumerate(zip(self.placement.groups, placement_lib.as_groups(emb))):
+            g_ids, g_grads = self._columns(i, ids), self._columns(i, grads)      # [B, K_g], [B, K_g, D]
+            t_spec, a_spec = self._specs(g)
+            if g.shards > 1:
+                body = partial(self._update_sharded, i, g, optimizer, learning_rate, eps)
+                table, accum, r, o = self._shard_map(
+                    body, (t_spec, a_spec, spec("batch", 2), spec("batch", 3)),
+                    (t_spec, a_spec, P(), P()))(st.table, st.accum, g_ids, g_grads)
+                rounds, overflow = jnp.maximum(rounds, r), overflow + o
+            else:
+                body = partial(self._update_replicated, i, g, optimizer, learning_rate, eps)
+                table, accum = self._shard_map(body, (t_spec, a_spec, spec("batch", 2), spec("batch", 3)),
+                                               (t_spec, a_spec))(st.table, st.accum, g_ids, g_grads)
+            out.append(emb_lib.EmbeddingState(table=table, accum=accum))
+        stats = {"exchange_rounds": rounds, "exchange_overflow_ids": overflow}
+        return placement_lib.from_groups(out), stats
+
+    def _update_sharded(self, i, g, optimizer, learning_rate, eps, table, accum, ids, grads):
+        shard, local = self._locate(i, g, ids)
+
+        def apply(st, rows, row_grads):   # rows [N x C] of this block (S: unused slot), grads [N x C, D]
+            return optimizers.sparse_update(st, rows, row_grads, optimizer, learning_rate, eps)
+
+        st, stats = exchange.update(apply, emb_lib.EmbeddingState(table=table, accum=accum), shard, local, grads,
+                                    g.shards, g.shard_rows, self._capacity(ids), TABLE_AXIS)
+        return st.table, st.accum, stats.rounds, stats.overflow_ids
+
+    def _update_replicated(self, i, g, optimizer, learning_rate, eps, table, accum, ids, grads):
+        # Every replica applies the same update.  A small group's dense gradient
+        # [rows, D] is all-reduced (bytes fixed by the table, not by N); a group
+        # larger than the global batch's ids falls back to gathering ids and
+        # gradients (N times a device's own; large tables belong in a sharded group).
+        rows = ids + jnp.asarray(self._group_offsets[i], jnp.int32)                  # [b, K_g]
+        st = emb_lib.EmbeddingState(table=table, accum=accum)
+        n_global = rows.size * self.mesh.size
+        if g.rows <= n_global:
+            d = grads.shape[-1]
+            dense = jnp.zeros((g.rows, d), grads.dtype).at[rows.reshape(-1)].add(grads.reshape(-1, d))
+            touched = jnp.zeros((g.rows,), jnp.int32).at[rows.reshape(-1)].add(1)
+            dense, touched = jax.lax.psum((dense, touched), BATCH_AXES)
+            rows = jnp.where(touched > 0, jnp.arange(g.rows, dtype=jnp.int32), g.rows)   # g.rows: dropped
+            grads = dense
         else:
-            rows = ids + jnp.asarray(g.offsets, jnp.int32)
-        st = optimizers.sparse_update(emb_lib.EmbeddingState(table=table, accum=accum), rows, grads,
-                                   optimizer, learning_rate, eps)
+            rows = jax.lax.all_gather(rows, BATCH_AXES, axis=0, tiled=True)
+            grads = jax.lax.all_gather(grads, BATCH_AXES, axis=0, tiled=True)
+        st = optimizers.sparse_update(st, rows, grads, optimizer, learning_rate, eps)
         return st.table, st.accum
 
 
-def split_offsets(g: placement_lib.TableGroup) -> tuple[np.ndarray, np.ndarray]:
-    offsets = np.asarray(g.offsets, np.int64)
+def split_offsets(g: placement_lib.TableGroup, offsets=None) -> tuple[np.ndarray, np.ndarray]:
+    """(offset // S, offset % S) of the group's features (or of the given per-column offsets)."""
+    offsets = np.asarray(g.offsets if offsets is None else offsets, np.int64)
     return offsets // g.shard_rows, offsets % g.shard_rows
