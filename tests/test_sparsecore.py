@@ -98,11 +98,16 @@ def test_sparsecore_stacks_convert_to_another_shard_count_and_to_placement_group
     emb = emb_lib.EmbeddingState(*sparsecore_layout.from_canonical(src, table, accum))
     moved = layout_conversion.convert(src, dst, emb, "adagrad")
     np.testing.assert_array_equal(sparsecore_layout.to_canonical(dst, moved.table, moved.accum)[0], table)
-    groups = placement_lib.plan("table", ROWS, DIM, 4).describe()
-    grouped = layout_conversion.convert(src, groups, emb, "adagrad")
-    back = layout_conversion.convert(groups, src, grouped, "adagrad")
-    for x, y in zip(jax.tree.leaves(back), jax.tree.leaves(emb)):
-        np.testing.assert_array_equal(x, y)
+    for kind in ("table", "row", "auto"):   # row and auto groups may be interleaved (row_map "modulo")
+        pl = placement_lib.plan(kind, ROWS, DIM, 4, 20)
+        groups = pl.describe()
+        grouped = layout_conversion.convert(src, groups, emb, "adagrad")
+        t, a = placement_lib.to_canonical(pl, grouped)   # the placement's own reading of its layout
+        np.testing.assert_array_equal(t, table)
+        np.testing.assert_array_equal(a, accum)
+        back = layout_conversion.convert(groups, src, grouped, "adagrad")
+        for x, y in zip(jax.tree.leaves(back), jax.tree.leaves(emb)):
+            np.testing.assert_array_equal(x, y)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])

@@ -42,6 +42,9 @@ def to_canonical(layout: dict, emb, optimizer: str) -> tuple[np.ndarray, np.ndar
     tables, accums = {}, {}
     for g, st in zip(layout["groups"], groups):
         table, accum = np.asarray(st.table), np.asarray(st.accum)
+        if g.get("row_map") == "modulo":   # interleaved group: stored in device order
+            table = placement_lib.deinterleave(table, g["shards"])
+            accum = placement_lib.deinterleave(accum, g["shards"]) if optimizer != "sgd" else accum
         for f, off, rows in zip(g["features"], g["offsets"], g["feature_rows"]):
             tables[f] = table[off:off + rows]
             accums[f] = accum[off:off + rows] if optimizer != "sgd" else None
@@ -70,6 +73,9 @@ def from_canonical(layout: dict, table: np.ndarray, accum: np.ndarray, optimizer
             g_table[off:off + rows] = table[offsets[f]:offsets[f] + rows]
             if optimizer != "sgd":
                 g_accum[off:off + rows] = accum[offsets[f]:offsets[f] + rows]
+        if g.get("row_map") == "modulo":
+            g_table = placement_lib.interleave(g_table, g["shards"])
+            g_accum = placement_lib.interleave(g_accum, g["shards"]) if optimizer != "sgd" else g_accum
         out.append(emb_lib.EmbeddingState(table=g_table, accum=g_accum))
     return placement_lib.from_groups(out)
 
