@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -158,8 +159,16 @@ def feature_specs(rows: Sequence[int], dim: int, emb_cfg, global_batch: int, dev
                                                 input_shape=(global_batch, 1), output_shape=(global_batch, dim))
     if not out:
         return out
-    embedding.auto_stack_tables(out, global_device_count=devices, num_sc_per_device=sparsecores)
-    embedding.prepare_feature_specs_for_training(out, global_device_count=devices, num_sc_per_device=sparsecores)
+    # The library warns that stacking ignores per-table id limits and uses its defaults; the
+    # limits are set per stack right below, so the warning would only mislead.
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)
+    try:
+        embedding.auto_stack_tables(out, global_device_count=devices, num_sc_per_device=sparsecores)
+        embedding.prepare_feature_specs_for_training(out, global_device_count=devices, num_sc_per_device=sparsecores)
+    finally:
+        absl_log.setLevel(level)
     shards = devices * sparsecores
     for fs in out.values():
         st = fs.table_spec.stacked_table_spec
