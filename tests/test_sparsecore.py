@@ -285,6 +285,10 @@ def test_preprocessing_a_worst_skew_batch_drops_nothing():
     ids = np.zeros((256, 26), np.int32)
     out = backend.preprocess(ids)
     assert out.tensorcore.shape == (256, 23)
+    # what put_batch hands the step has the shapes the step is compiled for (one process: global = local)
+    abstract = backend.abstract_batch()
+    assert jax.tree.map(np.shape, out) == jax.tree.map(lambda x: x.shape, abstract)
+    assert jax.tree.map(lambda x: np.asarray(x).dtype, out) == jax.tree.map(lambda x: x.dtype, abstract)
     csr = out.csr.sparse_dense_matmul_input
     # Each of the 256 examples looks up 3 SparseCore features once: all 768 ids are kept with gain 1.
     # Unused buffer slots are padding (gain 0, or the id INT32_MAX with an uninitialised gain).

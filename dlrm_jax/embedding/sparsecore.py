@@ -290,6 +290,8 @@ class SparseCoreEmbedding:
                 feats, weights, self.specs, local_device_count=self.local_devices,
                 global_device_count=self.devices, num_sc_per_device=self.sparsecores,
                 allow_id_dropping=False, batch_number=batch_number)
+            # the library fills it with a Python int (int64); the compiled step takes int32
+            csr = csr.replace(num_minibatches=np.asarray(csr.num_minibatches, np.int32))
         return SparseCoreIds(csr=csr, tensorcore=np.ascontiguousarray(sparse[:, list(self.tc_features)], np.int32))
 
     # ------------------------------------------------------------------ step
