@@ -12,6 +12,10 @@ per round, and a step without overflow runs one round.
 
 With `slice_of` (device id -> slice), an op whose replica groups span several
 slices is counted apart as cross-slice (data-center network, DCN) traffic.
+libtpu lowers the cross-slice part of a multi-slice collective to host
+transfers (`send` with `_xla_host_transfer_handler_name="xla_megascale_runtime"`,
+named after the collective, e.g. `all_to_all.39_0`): those sends are counted as
+cross-slice traffic of that kind (pmin/pmax/psum: all-reduce), their operand's bytes.
 """
 from __future__ import annotations
 
@@ -28,6 +32,9 @@ _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16
 _OP = re.compile(r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*(?P<shape>.*?)\s+"
                  r"(?P<op>" + "|".join(sorted(KINDS, key=len, reverse=True)) + r")(?P<start>-start)?\(")
 _ARRAY = re.compile(r"\b(?P<dtype>[a-z]+\d*(?:e\d+m\d+(?:fn)?)?)\[(?P<dims>[\d,]*)\]")
+_DCN_SEND = re.compile(r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*\((?P<shape>.*?),\s*u32\[\]\S*,\s*token\[\]\)\s+send\(")
+_DCN_OP = re.compile(r'_xla_host_transfer_rendezvous="(?P<op>[a-z_\-]+)')
+_DCN_KINDS = {"pmin": "all-reduce", "pmax": "all-reduce", "psum": "all-reduce"}
 _GROUPS = re.compile(r"replica_groups=(\{[\d,{} ]*\}|\[[\d,]+\]<=\[[\d,]+\](?:T\([\d,]+\))?)")
 
 
@@ -47,6 +54,13 @@ def collectives(hlo_text: str, slice_of: Callable[[int], int] | None = None) -> 
     """One dict per collective op: kind, bytes (per device, see the module docstring), cross_slice."""
     ops = []
     for line in hlo_text.splitlines():
+        dcn = _DCN_SEND.match(line) if "xla_megascale_runtime" in line else None
+        op = _DCN_OP.search(line) if dcn else None
+        if op:
+            kind = _DCN_KINDS.get(op.group("op"), op.group("op").replace("_", "-"))
+            ops.append({"name": dcn.group("name"), "kind": kind, "bytes": sum(array_bytes(dcn.group("shape"))),
+                        "cross_slice": True})
+            continue
         m = _OP.match(line)
         if not m:
             continue

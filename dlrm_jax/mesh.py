@@ -70,4 +70,12 @@ def make_mesh(mesh_cfg, devices=None) -> jax.sharding.Mesh:
         raise UserError(f"mesh.data={data} x mesh.model={model} leaves devices idle; with several "
                         f"processes the mesh must use all {len(devices)} devices")
     auto = (jax.sharding.AxisType.Auto,) * len(AXES)
+    slices = len({getattr(d, "slice_index", 0) for d in devices})
+    if slices > 1:  # multi-slice TPU: `data` spans the slices (DCN), `model` stays within one
+        from jax.experimental import mesh_utils
+        if data % slices or data * model != len(devices):
+            raise UserError(f"mesh.data={data} x mesh.model={model} over {slices} TPU slices: mesh.data must be a "
+                            f"multiple of the slices and the mesh must use all {len(devices)} devices")
+        grid = mesh_utils.create_hybrid_device_mesh((data // slices, model), (slices, 1), devices)
+        return jax.sharding.Mesh(grid, AXES, axis_types=auto)
     return jax.make_mesh((data, model), AXES, axis_types=auto, devices=devices[:data * model])

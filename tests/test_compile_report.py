@@ -38,10 +38,15 @@ def test_replica_groups_spanning_slices_are_cross_slice():
     hlo = ("%a = f32[64]{0} all-reduce(f32[64]{0} %x), replica_groups={{0,1},{2,3}}, to_apply=%add\n"
            "%b = f32[32]{0} all-reduce(f32[32]{0} %y), replica_groups=[2,2]<=[2,2]T(1,0), to_apply=%add\n"
            "%c = (f32[8]{0}, f32[16]{0}) all-gather-start(f32[8]{0} %z), replica_groups={{0,1}}, dimensions={0}\n"
-           "%d = f32[16]{0} all-gather-done((f32[8]{0}, f32[16]{0}) %c)\n")
+           "%d = f32[16]{0} all-gather-done((f32[8]{0}, f32[16]{0}) %c)\n"
+           # libtpu's multi-slice lowering: the DCN part as a megascale host transfer
+           '%s = (s32[8,208,1]{1,2,0:T(1,128)}, u32[], token[]) send(%a2a, %t), channel_id=5, '
+           'is_host_transfer=true, frontend_attributes={_xla_host_transfer_handler_name="xla_megascale_runtime",'
+           '_xla_host_transfer_rendezvous="all_to_all.39_0"}\n'
+           '%r = (s32[8,208,1]{1,2,0}, u32[], token[]) recv(%t), channel_id=6, is_host_transfer=true\n')
     by = hlo_collectives.bytes_by_kind(hlo, slice_of=lambda d: d // 2)   # devices 0,1: slice 0; 2,3: slice 1
     assert by["within_slice"] == {"all-reduce": 256, "all-gather": 64}  # the start/done pair once, its result
-    assert by["cross_slice"] == {"all-reduce": 128}                      # groups {0,2}, {1,3}
+    assert by["cross_slice"] == {"all-reduce": 128, "all-to-all": 8 * 208 * 4}  # groups {0,2}, {1,3}; the send
 
 
 def test_compile_on_fake_devices_reports_per_device(tmp_path, capfd):

@@ -1,6 +1,7 @@
 """Whole runs on 8 fake CPU devices: sharded placements give the single-device eval NE,
 and a checkpoint saved on a 1x8 mesh resumes on a 2x4 mesh to the same result."""
 import dataclasses
+import json
 import shutil
 
 import jax
@@ -43,6 +44,11 @@ def _assert_same_metrics(a, b):
 def test_row_and_table_placements_give_the_single_device_ne(single, row_1x8, tmp_path):
     assert single["devices"] == 1 and row_1x8[1]["devices"] == 8
     _assert_same_metrics(row_1x8[1], single)
+    # The exchange's counters are logged with the train loss (one round: the default headroom sufficed).
+    train_lines = [json.loads(x) for x in (row_1x8[0] / "metrics.jsonl").read_text().splitlines()
+                   if "train_loss" in x]
+    assert train_lines and all(x["exchange_rounds_max"] == 1 and x["exchange_overflow_ids"] == 0
+                               for x in train_lines)
     table = _train(tmp_path / "table", "embedding.sharding=table", "mesh.data=2", "mesh.model=4")
     _assert_same_metrics(table, single)
 
