@@ -42,7 +42,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from dlrm_jax.chrono import RunTime
-from dlrm_jax.embedding import placement, tables as emb_lib
+from dlrm_jax.embedding import layout_conversion, placement, tables as emb_lib
 from dlrm_jax.errors import UserError
 
 LAYOUT_KEY = "embedding_layout"
@@ -142,9 +142,13 @@ class Checkpointer:
         With `layout` (the embedding layout of `like`), a checkpoint saved on
         another mesh restores too: see the module docstring.
         """
-        abstract = jax.tree.map(lambda x: _EMPTY if x.size == 0 else _abstract(x), like)
         _check_step_metadata(self.directory / str(step))
         saved = self.saved_layout(step) if layout is not None else None
+        if layout_conversion.needs_conversion(saved, layout):  # SparseCore stacks <-> TensorCore groups
+            return self._restore_converted(step, like, saved, layout)
+        if layout_conversion.is_sparsecore(saved):  # the same SparseCore stacks: restores as saved
+            saved = None
+        abstract = jax.tree.map(lambda x: _EMPTY if x.size == 0 else _abstract(x), like)
         strict = True
         if saved is not None:
             why = placement.restorable(saved, layout)
@@ -161,6 +165,20 @@ class Checkpointer:
     def _item_dir(self, step: int) -> Path:
         """Where the state of `step` lies (read through the handler, not the manager: see `_reader`)."""
         return self.directory / str(step) / ocp.checkpoint_manager.DEFAULT_ITEM_NAME
+
+    def _restore_converted(self, step: int, like, saved: dict, layout: dict):
+        """Restore a checkpoint whose embedding layout is the other backend's (layout_conversion.py):
+        its tables and optimizer state are read into host memory as saved, converted, then placed
+        with `like`'s shardings; everything else restores as usual."""
+        optimizer = saved.get("optimizer") or layout.get("optimizer") or _optimizer_of(like.emb)
+        host_emb = layout_conversion.host_like(saved, optimizer, saved.get("dim") or layout["dim"])
+        abstract = jax.tree.map(lambda x: _EMPTY if x.size == 0 else _abstract(x), like.replace(emb=host_emb))
+        restored = self._reader.restore(self._item_dir(step), args=ocp.args.StandardRestore(abstract))
+        emb = layout_conversion.convert(saved, layout, restored.emb, optimizer)
+        emb = jax.tree.map(lambda t, x: _like_empty(t) if t.size == 0 else _place(np.asarray(x), t), like.emb, emb)
+        return restored.replace(emb=emb, params=jax.tree.map(_place_like, restored.params, like.params),
+                                opt_state=jax.tree.map(_place_like, restored.opt_state, like.opt_state),
+                                step=_place_like(restored.step, like.step))
 
     def _restore_relaid(self, step: int, like, saved: dict, layout: dict):
         """Restore the tables as `saved` lays them out, then move each table to `layout`'s place."""
@@ -397,6 +415,21 @@ def _like_empty(x):
     if isinstance(x, jax.ShapeDtypeStruct):
         return jax.numpy.zeros(x.shape, x.dtype, device=x.sharding)
     return x
+
+
+def _optimizer_of(emb) -> str:
+    """A TensorCore state's sparse optimizer, from its accumulator's shape (layouts of older runs do not say)."""
+    acc = placement.as_groups(emb)[0].accum
+    return "sgd" if acc.size == 0 else ("rowwise_adagrad" if acc.ndim == 1 else "adagrad")
+
+
+def _place(x: np.ndarray, like):
+    sharding = getattr(like, "sharding", None)
+    return jax.device_put(x, sharding) if sharding is not None else jax.numpy.asarray(x)
+
+
+def _place_like(x, like):
+    return x if getattr(x, "sharding", None) == getattr(like, "sharding", None) else _place(np.asarray(x), like)
 
 
 def _abstract(x):

@@ -111,8 +111,8 @@ def _run(args) -> int:
     for r in reports:
         if args.hlo_out:
             path = args.hlo_out if len(reports) == 1 else f"{args.hlo_out}.{r['target']}"
-            from dlrm_jax.rundir import write_text_atomic
-            write_text_atomic(Path(path), r.pop("_hlo") or "")
+            from dlrm_jax.files import write_atomic
+            write_atomic(Path(path), r.pop("_hlo") or "")
             r["hlo_out"] = path
         r.pop("_hlo", None)
         print(json.dumps(r) if args.json else format_report(r))
@@ -129,7 +129,7 @@ def compile_report(cfg, devices, target=None) -> dict:
     from jax.sharding import NamedSharding
 
     from dlrm_jax import accounting, embedding as emb_lib, hlo_collectives, model as model_lib, parallel
-    from dlrm_jax import step as step_lib
+    from dlrm_jax import sparsecore_compile, step as step_lib
     from dlrm_jax.bench import memory_per_device
     from dlrm_jax.data import make_source
     from dlrm_jax.mesh import spec
@@ -154,7 +154,8 @@ def compile_report(cfg, devices, target=None) -> dict:
         "platform": devices[0].platform, "device_kind": getattr(devices[0], "device_kind", ""),
         "devices": n, "slices": getattr(target, "slices", 1), "topology": getattr(target, "topology", None),
         "mesh": dict(par.mesh.shape) if par.mesh is not None else {"data": 1, "model": 1},
-        "embedding_sharding": par.placement.kind if par.placement is not None else "single-device",
+        "embedding_sharding": ("sparsecore" if cfg.embedding.backend == "sparsecore" else
+                               par.placement.kind if par.placement is not None else "single-device"),
         "global_batch": b, "per_device_batch": per_device_batch,
         "table_rows": layout.total_rows, "embed_dim": d,
         "table_bytes": emb_lib.table_bytes(layout, cfg.embedding.optimizer),
@@ -168,6 +169,8 @@ def compile_report(cfg, devices, target=None) -> dict:
         args = [jax.ShapeDtypeStruct(s, t, sharding=NamedSharding(par.mesh, spec("batch", len(s)))) for s, t in shapes]
     else:
         args = [jax.ShapeDtypeStruct(s, t) for s, t in shapes]
+    if par.abstract_batch is not None:  # the SparseCore backend's ids are its preprocessed CSR input
+        args = par.abstract_batch
     state_bytes = sum(_shard_bytes(x) for x in jax.tree.leaves(par.abstract_state))
     t0 = time.perf_counter()
     try:
@@ -200,6 +203,7 @@ def compile_report(cfg, devices, target=None) -> dict:
     report["collective_bytes"] = total
     report["collective_bytes_over_bound"] = total / bound
     report["flops_xla"] = _flops(compiled)
+    report.update(sparsecore_compile.sparsecore_ops(hlo))  # 0 calls on CPU and on TPUs without SparseCores
     report["_hlo"] = hlo
     return report
 
@@ -275,6 +279,10 @@ def format_report(r: dict) -> str:
         lines.append("  cross-slice (DCN): " + ", ".join(f"{k} {_mb(v)}" for k, v in r["collectives_cross_slice"].items()))
     lines.append(f"  total {_mb(r['collective_bytes'])} = {r['collective_bytes_over_bound']:.2f} x the owner-routed "
                  f"bound {_mb(r['owner_routed_bound_bytes'])}")
+    if r.get("sparsecore_calls"):
+        lines.append(f"  SparseCore calls per step: {r['sparsecore_calls']} (jax-tpu-embedding lookups and updates: "
+                     f"{r['sparsecore_library_calls']}; inside: "
+                     + ", ".join(f"{k} {v}" for k, v in r["sparsecore_custom_calls"].items()) + ")")
     fx = r.get("flops_xla")
     lines.append(f"  FLOPs per device and step: XLA {fx / 1e9:,.2f} G, analytic {r['flops_analytic'] / 1e9:,.2f} G"
                  if fx else f"  FLOPs per device and step: analytic {r['flops_analytic'] / 1e9:,.2f} G")

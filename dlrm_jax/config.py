@@ -28,6 +28,7 @@ Interaction = Literal["dot", "cat"]
 ComputeDtype = Literal["float32", "bfloat16"]
 EmbeddingOptimizer = Literal["sgd", "adagrad", "rowwise_adagrad"]
 Sharding = Literal["replicated", "row", "table", "auto"]
+EmbeddingBackend = Literal["tensorcore", "sparsecore"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ class EmbeddingConfig:
     # per step against 23 MB for the whole exchange at 512 examples per device.
     replicate_below_rows: int = 4096
     exchange_headroom: float = 2.0       # sharded tables: all-to-all capacity over an even spread (exchange.py)
+    # tensorcore: the single-device / shard_map paths (CPU, GPU, every TPU); sparsecore: TPU
+    # v5p, v6e, tpu7x SparseCores through jax-tpu-embedding (dlrm_jax/embedding/sparsecore.py)
+    backend: EmbeddingBackend = "tensorcore"
+    tensorcore_below_rows: int = 21000   # sparsecore: smaller tables stay on the TensorCore (RecML's threshold)
 
 
 @dataclass(frozen=True)
@@ -246,6 +251,10 @@ def validate(cfg: Config) -> None:
         need(getattr(e, k) >= 0, f"embedding.{k} must be >= 0, got {getattr(e, k)}")
     need(e.exchange_headroom > 0, f"embedding.exchange_headroom must be > 0, got {e.exchange_headroom}")
     need(e.replicate_below_rows >= 0, f"embedding.replicate_below_rows must be >= 0, got {e.replicate_below_rows}")
+    need(e.backend != "sparsecore" or e.optimizer != "rowwise_adagrad",
+         "embedding.optimizer=rowwise_adagrad has no SparseCore form (dlrm_jax/embedding/sparsecore.py says why); "
+         "with embedding.backend=sparsecore use embedding.optimizer=adagrad or sgd")
+    need(e.tensorcore_below_rows >= 0, f"embedding.tensorcore_below_rows must be >= 0, got {e.tensorcore_below_rows}")
     need(cfg.data.shuffle_window >= 0, f"data.shuffle_window must be >= 0, got {cfg.data.shuffle_window}")
     for k, v in (("seed", cfg.seed), ("synthetic.seed", cfg.synthetic.seed)):
         need(0 <= v < 2 ** 31, f"{k} must be in [0, 2**31), got {v}")
@@ -297,7 +306,7 @@ def field_type(key: str) -> tuple[Any, str | None]:
 # Keys that say where a run computes, not what it computes: a run may resume on
 # another mesh (checkpoints restore onto any placement), so these may change.
 PLACEMENT_KEYS = ("mesh.", "distributed.", "embedding.sharding", "embedding.replicate_below_rows",
-                  "embedding.exchange_headroom")
+                  "embedding.exchange_headroom", "embedding.backend", "embedding.tensorcore_below_rows")
 # Keys that say how to resume, not what to compute: `--restart-if-unreadable` is
 # given to the rerun that needs it, so a run dir accepts it changed.
 RESUME_KEYS = ("checkpoint.restart_if_unreadable",)

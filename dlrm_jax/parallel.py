@@ -41,6 +41,7 @@ class Parallel:
     eval_multiple: int                          # eval chunks are padded to a multiple of this
     layout: dict                                # the embedding layout a checkpoint records
     abstract_state: Any                         # ShapeDtypeStructs (with shardings) of the state
+    abstract_batch: Any = None                  # (dense, ids, labels) ShapeDtypeStructs where ids are not [B, F]
 
     @property
     def devices(self) -> int:
@@ -51,6 +52,9 @@ def parallelize(cfg, model, tx, layout: emb_lib.EmbeddingLayout, devices=None) -
     """The mesh, placement and jitted steps of `cfg`; a mesh or placement that cannot work
     raises UserError here, before anything is compiled."""
     e = cfg.embedding
+    if e.backend == "sparsecore":  # TPU SparseCores through jax-tpu-embedding (an optional extra)
+        from dlrm_jax.sparsecore_parallel import parallelize_sparsecore
+        return parallelize_sparsecore(cfg, model, tx, layout, devices)
     num_devices = len(jax.devices() if devices is None else devices)
     data, model_axis = mesh_shape(cfg.mesh, num_devices)
     if data * model_axis == 1:
