@@ -1,5 +1,3 @@
-import sys
+from dlrm_jax.cli import entry
 
-from dlrm_jax.cli import main
-
-sys.exit(main())
+entry()

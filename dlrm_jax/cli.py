@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from dlrm_jax.config import PRESETS
@@ -140,3 +141,21 @@ def _run(args) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def entry() -> None:
+    """The process entry point (console script and `python -m dlrm_jax`): `main`, then exit.
+
+    A checkpoint restore that failed (exit 2: no readable checkpoint) can leave
+    TensorStore reads in flight; at interpreter teardown they print "Event loop
+    is closed" tracebacks that would bury the one-line error.  Nothing remains
+    to be written on that path (errors are raised before any file is touched),
+    so such a process leaves without the teardown.  `main` itself never exits,
+    so tests and notebooks can call it.
+    """
+    code = main()
+    if code == 2 and "orbax.checkpoint" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -52,8 +52,8 @@ def _boundary_ids(placement: PL.Placement) -> list[tuple[int, int]]:
 def _all_boundary_ids(rows=ROWS) -> dict[int, list[int]]:
     """feature -> boundary ids of every placement in CASES."""
     out = {}
-    for kind, _, model in CASES:
-        for f, i in _boundary_ids(PL.plan(kind, rows, 8, model, REPLICATE_BELOW)):
+    for kind, data, model in CASES:  # sharded groups span every device of the mesh
+        for f, i in _boundary_ids(PL.plan(kind, rows, 8, data * model, REPLICATE_BELOW)):
             out.setdefault(f, set()).add(i)
     return {f: sorted(v) for f, v in out.items()}
 
