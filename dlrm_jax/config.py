@@ -24,7 +24,7 @@ from dlrm_jax.overrides import coerce, flatten, split_assignment
 # checks them, and the modules that branch on them read them from here.
 DenseOptimizer = Literal["adam", "adagrad", "sgd"]
 Decay = Literal["none", "cosine", "linear"]
-Interaction = Literal["dot", "cat"]
+Interaction = Literal["dot", "cat", "dcn", "wukong"]
 ComputeDtype = Literal["float32", "bfloat16"]
 EmbeddingOptimizer = Literal["sgd", "adagrad", "rowwise_adagrad"]
 Sharding = Literal["replicated", "row", "table", "auto"]
@@ -57,6 +57,15 @@ class ModelConfig:
     top_mlp: tuple[int, ...] = (64, 32)            # hidden sizes; then 1 logit
     interaction: Interaction = "dot"
     compute_dtype: ComputeDtype = "float32"        # MLPs and interaction
+    # dcn: DCNv2 cross layers on the flattened [B, (F+1) D] (dlrm_jax/interactions.py)
+    dcn_layers: int = 3
+    dcn_rank: int = 0                              # low rank r of W V; 0: full rank
+    # wukong: stacked FMB + LCB layers on the [F+1, D] embedding matrix (dlrm_jax/interactions.py)
+    wukong_layers: int = 2
+    wukong_fmb_k: int = 8                          # k: the FM block's n x k projection
+    wukong_nf: int = 8                             # n_F: embeddings out of the FM block
+    wukong_nl: int = 8                             # n_L: embeddings out of the linear compression block
+    wukong_mlp: tuple[int, ...] = (64,)            # the FM block's MLP hidden sizes
 
 
 @dataclass(frozen=True)
@@ -225,6 +234,11 @@ def validate(cfg: Config) -> None:
     need(all(r >= 0 for r in rows) and (not isinstance(m.table_rows, tuple) or all(r > 0 for r in rows)),
          f"model.table_rows must be positive, got {m.table_rows}")
     need(all(h > 0 for h in m.bottom_mlp + m.top_mlp), "model.bottom_mlp and model.top_mlp sizes must be positive")
+    for k in ("dcn_layers", "dcn_rank", "wukong_layers", "wukong_nl"):
+        need(getattr(m, k) >= 0, f"model.{k} must be >= 0, got {getattr(m, k)}")
+    for k in ("wukong_fmb_k", "wukong_nf"):
+        need(getattr(m, k) >= 1, f"model.{k} must be >= 1, got {getattr(m, k)}")
+    need(all(h > 0 for h in m.wukong_mlp), f"model.wukong_mlp sizes must be positive, got {m.wukong_mlp}")
     need(e.learning_rate > 0, f"embedding.learning_rate must be positive, got {e.learning_rate}")
     for k in ("eps", "initial_accumulator", "init_scale"):
         need(getattr(e, k) >= 0, f"embedding.{k} must be >= 0, got {getattr(e, k)}")
