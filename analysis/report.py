@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import scipy
 
-from analysis import plots
+from analysis import architectures, plots
 from analysis.fitting import FitOptions
 from analysis.results import (AXIS_LABELS, COMMON_AXES, ENVELOPE_SCHEMES, finished_runs, load_results,
                               resource_axis)
@@ -108,6 +108,14 @@ def write_report(path_or_df, out_dir, *, bootstrap: int = 200, seed: int = 0, ho
         fits["flags"] += [{"scope": "frontier", **fl.to_dict()} for fl in frontier.flags]
         if len(frontier.points):
             fits["plots"]["frontier"] = _save(plots.frontier_figure(df, frontier), out, "frontier")
+
+    if architectures.has_architectures(df):   # runs of several interactions: compare their frontiers
+        try:
+            cmp = architectures.compare_architectures(df, **fit_kw)
+            fits["architectures"] = cmp.to_dict()
+            fits["plots"]["architectures"] = _save(architectures.figure(cmp), out, "architectures")
+        except ValueError as e:
+            fits["architectures"] = {"skipped": str(e)}
 
     fits = _clean(fits)
     _write_atomic(out / "fits.json", json.dumps(fits, indent=2, allow_nan=False) + "\n")
@@ -418,6 +426,10 @@ def render_markdown(fits: dict) -> str:
             L += ["", f"No fit: {fr['skipped']}"]
         if "frontier" in fits["plots"]:
             L += ["", f"![frontier]({fits['plots']['frontier']})"]
+    arch = fits.get("architectures")
+    if arch:
+        L += [""] + (architectures.markdown(arch, fits["plots"].get("architectures")) if "skipped" not in arch
+                     else ["## Architectures on the compute axis", "", f"No comparison: {arch['skipped']}"])
     L += ["", "## Method (everything needed to redo this analysis)", ""]
     opt = m["optimizer"]
     L += [f"* **Form**: {m['form']}.",

@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from dlrm_jax.errors import UserError
 
-NAMES = ("data", "embedding_dim", "embedding_rows", "top_mlp", "bottom_mlp", "all", "compute")
+NAMES = ("data", "embedding_dim", "embedding_rows", "top_mlp", "bottom_mlp", "all", "compute",
+         "architecture", "dcn_rank", "dcn_layers", "wukong_layers")
 
 
 @dataclass(frozen=True)
