@@ -91,7 +91,8 @@ def account(model_cfg, table_rows, embedding_optimizer: str = "rowwise_adagrad")
     inter_p, inter_f = interaction_counts(model_cfg, f)
     # Per example: read F rows (forward), write F rows (update), and the optimizer
     # state of those rows read + written (adagrad: D floats, row-wise: 1 float).
-    acc = {"sgd": 0, "adagrad": d, "rowwise_adagrad": 1}[embedding_optimizer]
+    acc = {"sgd": 0, "adagrad": d, "rowwise_adagrad": 1, "adagrad_torch": d,
+           "rowwise_adagrad_torch": 1}[embedding_optimizer]
     emb_bytes = 4 * f * (2 * d + 2 * acc)
     return Accounting(params_embedding=int(sum(table_rows)) * d, params_dense=bottom_p + inter_p + top_p,
                       flops_bottom=bottom_f, flops_interaction=inter_f, flops_top=top_f,

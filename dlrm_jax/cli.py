@@ -100,7 +100,9 @@ def _run(args) -> int:
             return 2
         bayes = f"  (Bayes NE {s['bayes_ne']:.4f})" if s.get("bayes_ne") is not None else ""
         rate = f"{s['examples_per_s']:,.0f} examples/s" if s.get("examples_per_s") else "n/a"
-        print(f"eval NE {s['eval_ne']:.4f}{bayes}  AUC {s['eval_auc']:.4f}  "
+        target = (f" (target {s['auc_target']:g}: {'reached' if s['auc_target_reached'] else 'not reached'})"
+                  if s.get("auc_target") else "")
+        print(f"eval NE {s['eval_ne']:.4f}{bayes}  AUC {s['eval_auc']:.4f}{target}  "
               f"throughput {rate}  ({s['train_examples']:,} examples, {s['wall_s']:.1f} s) -> {args.out}")
         return 0
     if args.command == "bench":

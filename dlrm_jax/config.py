@@ -16,17 +16,17 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
-from dlrm_jax.data.criteo.table_sizes import KAGGLE_TABLE_ROWS, MLPERF_TABLE_ROWS
+from dlrm_jax.data.criteo.table_sizes import KAGGLE_TABLE_ROWS, MLPERF_DCNV2_TABLE_ROWS, MLPERF_TABLE_ROWS
 from dlrm_jax.errors import UserError
 from dlrm_jax.overrides import coerce, flatten, split_assignment
 
 # Allowed values of the string options, declared once: the override parser
 # checks them, and the modules that branch on them read them from here.
-DenseOptimizer = Literal["adam", "adagrad", "sgd"]
+DenseOptimizer = Literal["adam", "adagrad", "sgd", "adagrad_torch"]
 Decay = Literal["none", "cosine", "linear"]
 Interaction = Literal["dot", "cat", "dcn", "wukong"]
 ComputeDtype = Literal["float32", "bfloat16"]
-EmbeddingOptimizer = Literal["sgd", "adagrad", "rowwise_adagrad"]
+EmbeddingOptimizer = Literal["sgd", "adagrad", "rowwise_adagrad", "adagrad_torch", "rowwise_adagrad_torch"]
 Sharding = Literal["replicated", "row", "table", "auto"]
 
 
@@ -47,6 +47,7 @@ class TrainConfig:
 class EvalConfig:
     examples: int = 1 << 16          # held-out examples evaluated
     batch_size: int = 8192
+    auc_target: float = 0.0          # > 0: the summary says whether eval AUC reached it (MLPerf's target)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class ModelConfig:
 class EmbeddingConfig:
     optimizer: EmbeddingOptimizer = "rowwise_adagrad"
     learning_rate: float = 0.05
-    eps: float = 1e-8                    # Adagrad: update = g / sqrt(acc + eps)
+    eps: float = 1e-8                    # Adagrad: g / sqrt(acc + eps); *_torch: g / (sqrt(acc) + eps)
     initial_accumulator: float = 0.0
     init_scale: float = 0.0              # 0: uniform(+-1/sqrt(rows)) as reference DLRM
     sharding: Sharding = "auto"          # dlrm_jax/embedding/placement.py says what each does
@@ -174,6 +175,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.table_rows": 40_000_000,
         "synthetic.cardinalities": MLPERF_TABLE_ROWS,
     },
+    # MLPerf Training DLRMv2 (DLRM-DCNv2) on multi-hot Criteo 1TB, as the reference
+    # (mlcommons/training recommendation_v2/torchrec_dlrm) runs it: DCN 3 layers rank 512,
+    # rows as its --num_embeddings_per_feature, Adagrad as PyTorch (dense) and FBGEMM
+    # (embeddings: exact row-wise Adagrad) compute it, g / (sqrt(acc) + eps), eps 1e-8,
+    # accumulators from 0; lr 0.004 at global batch 65,536, no warm-up or decay; target AUC 0.80275.
+    "criteo-mlperf-dcnv2": {
+        "train.batch_size": 65536, "train.optimizer": "adagrad_torch", "train.learning_rate": 0.004,
+        "eval.auc_target": 0.80275,
+        "model.embed_dim": 128, "model.bottom_mlp": (512, 256), "model.top_mlp": (1024, 1024, 512, 256),
+        "model.interaction": "dcn", "model.dcn_layers": 3, "model.dcn_rank": 512,
+        "model.table_rows": MLPERF_DCNV2_TABLE_ROWS,
+        "embedding.optimizer": "rowwise_adagrad_torch", "embedding.learning_rate": 0.004,
+        "embedding.eps": 1e-8, "embedding.initial_accumulator": 0.0,
+        "synthetic.cardinalities": MLPERF_DCNV2_TABLE_ROWS,
+    },
 }
 
 
@@ -228,6 +244,7 @@ def validate(cfg: Config) -> None:
     for k in ("warmup_examples", "log_every_examples", "eval_every_examples"):
         need(getattr(t, k) >= 0, f"train.{k} must be >= 0, got {getattr(t, k)}")
     need(cfg.eval.examples > 0, f"eval.examples must be positive, got {cfg.eval.examples}")
+    need(0 <= cfg.eval.auc_target < 1, f"eval.auc_target must be in [0, 1), got {cfg.eval.auc_target}")
     need(cfg.eval.batch_size > 0, f"eval.batch_size must be positive, got {cfg.eval.batch_size}")
     need(m.embed_dim > 0, f"model.embed_dim must be positive, got {m.embed_dim}")
     rows = m.table_rows if isinstance(m.table_rows, tuple) else (m.table_rows,)

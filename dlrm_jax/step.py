@@ -20,6 +20,10 @@ from dlrm_jax.embedding.single_device import as_backend
 from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE
 
 
+# eps of the dense `adagrad_torch` (torch.optim.Adagrad as the MLPerf DLRMv2 reference sets it).
+TORCH_ADAGRAD_EPS = 1e-8
+
+
 @struct.dataclass
 class TrainState:
     step: jax.Array                      # int32 scalar
@@ -40,6 +44,9 @@ def dense_optimizer(train_cfg) -> optax.GradientTransformation:
     else:
         after = optax.linear_schedule(lr, 0.0, max(1, steps - warmup))
     schedule = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup]) if warmup else after
+    if train_cfg.optimizer == "adagrad_torch":   # PyTorch's Adagrad: eps 1e-8 outside the root, acc from 0
+        from dlrm_jax.embedding.optimizers import scale_by_torch_adagrad
+        return optax.chain(scale_by_torch_adagrad(0.0, TORCH_ADAGRAD_EPS), optax.scale_by_learning_rate(schedule))
     make = {"adam": optax.adam, "adagrad": optax.adagrad, "sgd": optax.sgd}[train_cfg.optimizer]
     return make(schedule)
 
