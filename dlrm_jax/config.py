@@ -28,6 +28,7 @@ Interaction = Literal["dot", "cat", "dcn", "wukong"]
 ComputeDtype = Literal["float32", "bfloat16"]
 EmbeddingOptimizer = Literal["sgd", "adagrad", "rowwise_adagrad", "adagrad_torch", "rowwise_adagrad_torch"]
 Sharding = Literal["replicated", "row", "table", "auto"]
+Pooling = Literal["sum", "mean"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class ModelConfig:
     wukong_nf: int = 8                             # n_F: embeddings out of the FM block
     wukong_nl: int = 8                             # n_L: embeddings out of the linear compression block
     wukong_mlp: tuple[int, ...] = (64,)            # the FM block's MLP hidden sizes
+    multi_hot: int | tuple[int, ...] = 1           # ids per example of each feature (bags), or one size for all
+    multi_hot_pooling: Pooling = "sum"             # how a bag's rows are pooled (dlrm_jax/embedding/bags.py)
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,9 @@ def validate(cfg: Config) -> None:
         need(getattr(m, k) >= 0, f"model.{k} must be >= 0, got {getattr(m, k)}")
     for k in ("wukong_fmb_k", "wukong_nf"):
         need(getattr(m, k) >= 1, f"model.{k} must be >= 1, got {getattr(m, k)}")
+    hot = m.multi_hot if isinstance(m.multi_hot, tuple) else (m.multi_hot,)
+    need(all(k >= 1 for k in hot) and (isinstance(m.multi_hot, int) or len(hot) == 26),
+         f"model.multi_hot needs sizes >= 1, one or 26 of them, got {m.multi_hot}")
     need(all(h > 0 for h in m.wukong_mlp), f"model.wukong_mlp sizes must be positive, got {m.wukong_mlp}")
     need(e.learning_rate > 0, f"embedding.learning_rate must be positive, got {e.learning_rate}")
     for k in ("eps", "initial_accumulator", "init_scale"):

@@ -64,21 +64,24 @@ def bce_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
 
 
-def make_train_step(model, tx: optax.GradientTransformation, embedding, emb_cfg) -> Callable:
+def make_train_step(model, tx: optax.GradientTransformation, embedding, emb_cfg, bags=None) -> Callable:
     """(state, dense [B,13], sparse [B,F], labels [B]) -> (state, loss).
 
     The gradient is taken w.r.t. the dense params and the looked-up rows
     [B, F, D] only; the backend's `update` applies the sparse optimizer to
     touched rows.  `embedding` is a backend (or an EmbeddingLayout: the
-    single-device one).
+    single-device one).  With multi-hot `bags` (embedding/bags.py) sparse is
+    [B, K] and the rows [B, K, D] are pooled to [B, F, D] inside the loss, so
+    each column's row gets its own gradient.
     """
     backend = as_backend(embedding)
+    pool = bags.pool if bags is not None else (lambda rows: rows)
 
     def train_step(state: TrainState, dense, sparse, labels):
-        rows = backend.lookup(state.emb.table, sparse)               # [B, F, D]
+        rows = backend.lookup(state.emb.table, sparse)               # [B, F, D] ([B, K, D] multi-hot)
 
         def loss_fn(params, rows):
-            return bce_loss(model.apply({"params": params}, dense, rows), labels)
+            return bce_loss(model.apply({"params": params}, dense, pool(rows)), labels)
 
         loss, (g_params, g_rows) = jax.value_and_grad(loss_fn, argnums=(0, 1))(state.params, rows)
         updates, opt_state = tx.update(g_params, state.opt_state, state.params)
@@ -89,11 +92,12 @@ def make_train_step(model, tx: optax.GradientTransformation, embedding, emb_cfg)
     return train_step
 
 
-def make_predict(model, embedding) -> Callable:
-    """(params, table, dense [B,13], sparse [B,F]) -> logits [B]."""
+def make_predict(model, embedding, bags=None) -> Callable:
+    """(params, table, dense [B,13], sparse [B,F] or [B,K] multi-hot) -> logits [B]."""
     backend = as_backend(embedding)
+    pool = bags.pool if bags is not None else (lambda rows: rows)
 
     def predict(params, table, dense, sparse):
-        return model.apply({"params": params}, dense, backend.lookup(table, sparse))
+        return model.apply({"params": params}, dense, pool(backend.lookup(table, sparse)))
 
     return predict

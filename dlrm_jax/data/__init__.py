@@ -7,7 +7,17 @@ from dlrm_jax.errors import UserError
 
 
 def make_source(cfg) -> DataSource:
-    """The DataSource a Config names (`data.source`), with ids fitted to the model's table rows."""
+    """The DataSource a Config names (`data.source`), with ids fitted to the model's table rows,
+    and expanded to multi-hot bags when `model.multi_hot` asks for them (data/multihot.py)."""
+    hot = cfg.model.multi_hot
+    if (hot if isinstance(hot, int) else max(hot)) > 1:
+        from dlrm_jax.data.multihot import MultiHotSource
+        src = _one_hot_source(cfg)
+        return MultiHotSource(src, hot if isinstance(hot, tuple) else (hot,) * len(src.table_sizes))
+    return _one_hot_source(cfg)
+
+
+def _one_hot_source(cfg) -> DataSource:
     if cfg.data.source == "synthetic":
         from dlrm_jax.data import synthetic
         return synthetic.from_config(cfg)

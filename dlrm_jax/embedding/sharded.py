@@ -18,6 +18,7 @@ replica applies the same update.
 """
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 
 import jax
@@ -53,10 +54,18 @@ class ShardedEmbedding:
     of the module docstring.
     """
 
-    def __init__(self, mesh: jax.sharding.Mesh, placement: placement_lib.Placement, optimizer: str):
+    def __init__(self, mesh: jax.sharding.Mesh, placement: placement_lib.Placement, optimizer: str,
+                 columns: tuple[int, ...] | None = None):
+        """columns: the feature of each id column (multi-hot bags, `bags.py`); default one per feature."""
         self.mesh, self.placement, self.optimizer = mesh, placement, optimizer
         self.dim = placement.dim
-        order = np.concatenate([g.features for g in placement.groups])
+        columns = tuple(range(len(placement.feature_rows))) if columns is None else tuple(columns)
+        # Each group as its id columns: `features` become column indices, `offsets` per column.
+        self._groups = [dataclasses.replace(
+            g, features=tuple(k for k, f in enumerate(columns) if f in g.features),
+            offsets=tuple(g.offsets[g.features.index(f)] for f in columns if f in g.features))
+            for g in placement.groups]
+        order = np.concatenate([g.features for g in self._groups])
         self._inverse = np.argsort(order)   # group-concatenated feature order -> feature order
         self._identity = bool(np.all(order == np.arange(len(order))))
 
@@ -99,7 +108,7 @@ class ShardedEmbedding:
     def lookup(self, tables, ids: jax.Array) -> jax.Array:
         """tables (one per group), ids [B, F] -> rows [B, F, D], batch-sharded."""
         parts = []
-        for g, table in zip(self.placement.groups, placement_lib.as_groups(tables)):
+        for g, table in zip(self._groups, placement_lib.as_groups(tables)):
             g_ids = self._columns(g, ids)                                           # [B, F_g]
             body = partial(self._lookup_sharded if g.shards > 1 else self._lookup_replicated, g)
             parts.append(self._shard_map(body, (self._specs(g)[0], spec("batch", 2)), spec("batch", 3))(table, g_ids))
@@ -125,7 +134,7 @@ class ShardedEmbedding:
     def update(self, emb, ids: jax.Array, grads: jax.Array, optimizer: str, learning_rate, eps: float = 1e-8):
         """The sparse optimizer on each group's own rows; ids [B, F], grads [B, F, D] (batch-sharded)."""
         out = []
-        for g, st in zip(self.placement.groups, placement_lib.as_groups(emb)):
+        for g, st in zip(self._groups, placement_lib.as_groups(emb)):
             g_ids, g_grads = self._columns(g, ids), self._columns(g, grads)      # [B, F_g], [B, F_g, D]
             t_spec, a_spec = self._specs(g)
             body = partial(self._update_group, g, optimizer, learning_rate, eps)
