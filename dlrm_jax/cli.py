@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     cp = dsub.add_parser("criteo-prepare", help="Criteo TSV into columnar shards", add_help=False)
     cp.add_argument("rest", nargs=argparse.REMAINDER)
+    mh = dsub.add_parser("criteo-multihot", help="prepared shards into MLPerf DLRMv2 multi-hot bags",
+                         add_help=False)
+    mh.add_argument("rest", nargs=argparse.REMAINDER)
     return p
 
 
@@ -69,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:2] == ["data", "criteo-prepare"]:
         from dlrm_jax.data.criteo.prepare import main as prepare_main
         return prepare_main(argv[2:])
+    if argv[:2] == ["data", "criteo-multihot"]:
+        from dlrm_jax.data.criteo.multihot import main as multihot_main
+        return multihot_main(argv[2:])
     args = _parser().parse_args(argv)
     try:
         return _run(args)

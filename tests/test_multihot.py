@@ -145,3 +145,48 @@ def test_multi_hot_source_bags_are_table_rows_at_the_one_hot_id():
     for f, (s, k) in enumerate(zip(starts, sizes)):
         np.testing.assert_array_equal(bags[:, s:s + k], tables[f][one_hot[:, f]])
         np.testing.assert_array_equal(bags[:, s], one_hot[:, f])     # the id is in its own bag
+
+
+def test_criteo_multihot_materialises_mlperf_bags_byte_for_byte_and_resumes(tmp_path):
+    from dlrm_jax.data.criteo import format as cf, manifest as manifest_io
+    from dlrm_jax.data.criteo.multihot import materialize
+    from dlrm_jax.data.criteo.prepare import PrepareOptions, prepare
+    from dlrm_jax.data.criteo.source import CriteoSource
+    from dlrm_jax.errors import UserError
+    (tmp_path / "a.tsv").write_bytes(cf.format_rows(cf.synthetic_rows(300, seed=0)))
+    rows = tuple(range(100, 126))
+    prepare([tmp_path / "a.tsv"], tmp_path / "one", PrepareOptions(split="head:200", rows_per_shard=70,
+                                                                   hash_rows=rows))
+    sizes = (3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1)
+    m = materialize(tmp_path / "one", tmp_path / "hot", sizes, chunk_rows=45, log=lambda *a: None)
+    tables = _mlperf_reference(rows, sizes)
+    src_m = manifest_io.load(tmp_path / "one")
+    starts = np.cumsum((0,) + sizes[:-1])
+    for split, info in src_m["splits"].items():
+        for shard in info["shards"]:
+            one = np.load(manifest_io.shard_files(tmp_path / "one", split, shard)["sparse"])
+            want = np.concatenate([tables[f][one[:, f]] for f in range(26)], axis=1).astype(np.int32)
+            files = manifest_io.shard_files(tmp_path / "hot", split, shard)
+            got = np.load(files["sparse"])
+            assert got.dtype == np.int32 and got.tobytes() == want.tobytes()
+            for c in ("dense", "labels"):
+                assert files[c].read_bytes() == manifest_io.shard_files(tmp_path / "one", split, shard)[c].read_bytes()
+            np.testing.assert_array_equal(got[:, starts], one)          # each id is in its own bag
+    assert m["multi_hot"]["sizes"] == list(sizes)
+    # Resume: a table and a shard lost (as if killed before their rename) come back identical.
+    shard = src_m["splits"]["train"]["shards"][1]
+    files = manifest_io.shard_files(tmp_path / "hot", "train", shard)
+    before = files["sparse"].read_bytes(), (tmp_path / "hot/tables/C22.npy").read_bytes()
+    for p in (files["sparse"], tmp_path / "hot/tables/C22.npy", tmp_path / "hot/manifest.json"):
+        p.unlink()
+    materialize(tmp_path / "one", tmp_path / "hot", sizes, chunk_rows=45, log=lambda *a: None)
+    assert (files["sparse"].read_bytes(), (tmp_path / "hot/tables/C22.npy").read_bytes()) == before
+    # The data source reads the bags; a config of other sizes is refused.
+    src = CriteoSource(tmp_path / "hot")
+    assert src.eval_batch(10).sparse.shape == (10, sum(sizes))
+    cfg = C.load_config("tiny", [f"data.source=criteo:{tmp_path / 'hot'}",
+                                 "model.multi_hot=" + ",".join(map(str, sizes))])
+    from dlrm_jax.data import make_source
+    assert make_source(cfg).eval_batch(10).sparse.shape == (10, sum(sizes))
+    with pytest.raises(UserError, match="multi-hot bags of sizes"):
+        make_source(cfg.replace(**{"model.multi_hot": 2}))
