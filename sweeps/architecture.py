@@ -8,7 +8,8 @@ fitted and the frontiers compared (analysis/architectures.py).  Model size q x t
 (q = 1/2, 1, 2) scales the over arch (top MLP) of every interaction and the
 interaction's own width: the DCN rank (base `model.dcn_rank`, or (F+1) D / 8 when the
 base is full rank, so the cross net has a width to scale) and Wukong's FMB MLP.
-Examples: base / 4, base / 2, base.  36 runs.
+Examples: base / 8 to base (doubling), as `compute.py`: with fewer counts an
+architecture's envelope can hold under the 4 points a 3-parameter fit needs.  48 runs.
 Run:  dlrm-scaling sweep architecture --preset small --out runs/sweeps/architecture
       (the CPU run in README.md adds --set train.examples=2**17 --set eval.examples=2**15)
 """
@@ -16,7 +17,7 @@ from dlrm_jax.data.base import NUM_SPARSE
 
 INTERACTIONS = ("dot", "cat", "dcn", "wukong")
 SIZES = (1, 2, 4)          # q = SIZES / 2
-EXAMPLE_SHIFTS = (2, 1, 0)  # base >> k
+EXAMPLE_SHIFTS = (3, 2, 1, 0)  # base >> k
 
 
 def _scaled(widths, m):
