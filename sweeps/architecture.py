@@ -11,7 +11,7 @@ base is full rank, so the cross net has a width to scale) and Wukong's FMB MLP.
 Examples: base / 8 to base (doubling), as `compute.py`: with fewer counts an
 architecture's envelope can hold under the 4 points a 3-parameter fit needs.  48 runs.
 Run:  dlrm-scaling sweep architecture --preset small --out runs/sweeps/architecture
-      (the CPU run in README.md adds --set train.examples=2**17 --set eval.examples=2**15)
+      (the CPU run in README.md adds --set train.examples=2**16 --set eval.examples=2**15)
 """
 from dlrm_jax.data.base import NUM_SPARSE
 

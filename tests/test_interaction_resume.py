@@ -43,10 +43,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, interaction):
                 "--set", "model.dcn_rank=8", "--out", str(out), "--no-progress"]
 
     ref, run = tmp_path / "ref", tmp_path / "killed"
-    subprocess.run(cmd(ref), check=True, capture_output=True, timeout=300)
-    assert _kill_when(cmd(run), lambda: len(_checkpoints(run)) >= 1, timeout=300)
+    subprocess.run(cmd(ref), check=True, capture_output=True, timeout=900)
+    assert _kill_when(cmd(run), lambda: len(_checkpoints(run)) >= 1, timeout=900)
     assert not (run / "summary.json").exists()
-    subprocess.run(cmd(run), check=True, capture_output=True, timeout=300)
+    subprocess.run(cmd(run), check=True, capture_output=True, timeout=900)
     a, b = (json.loads((d / "summary.json").read_text()) for d in (ref, run))
     assert {k: b[k] for k in METRICS} == {k: a[k] for k in METRICS}
     assert _events(run) == _events(ref)

@@ -9,6 +9,9 @@ from dlrm_jax.errors import UserError
 def make_source(cfg) -> DataSource:
     """The DataSource a Config names (`data.source`), with ids fitted to the model's table rows,
     and expanded to multi-hot bags when `model.multi_hot` asks for them (data/multihot.py)."""
+    if cfg.data.source == "synthetic":   # bags are drawn by the generator itself, its teacher uses them
+        from dlrm_jax.data import synthetic
+        return synthetic.from_config(cfg)
     hot = cfg.model.multi_hot
     src = _one_hot_source(cfg)
     sizes = hot if isinstance(hot, tuple) else (hot,) * len(src.table_sizes)
