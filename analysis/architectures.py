@@ -215,18 +215,22 @@ def markdown(entry: dict, plot: str | None = None) -> list[str]:
          f"Each architecture (`{entry['column']}`) fitted on its own compute-efficient frontier (lower envelope "
          f"of NE over training FLOPs of its runs): NE = alpha * C**(-beta) + gamma, {entry['level']:.0%} "
          "bootstrap intervals.", "",
-         "| architecture | runs | on frontier | alpha | beta | gamma | flags |", "|---|---|---|---|---|---|---|"]
+         "| architecture | runs | on frontier | FLOPs measured | alpha | beta | gamma | flags |",
+         "|---|---|---|---|---|---|---|---|"]
     for a, f in entry["frontiers"].items():
         if "fit" not in f:
-            L.append(f"| {a} | {f['n_runs']} | {len(f['points'])} | skipped: {f['skipped']} ||| |")
+            L.append(f"| {a} | {f['n_runs']} | {len(f['points'])} | | skipped: {f['skipped']} ||| |")
             continue
         p, ci = f["fit"]["params"], f["fit"]["ci"]
-        flags = ",".join(fl["code"] for fl in f["flags"]) or "-"
-        L.append(f"| {a} | {f['n_runs']} | {len(f['points'])} | {_with_ci(p, ci, 'alpha')} | "
+        flags = ",".join(sorted({fl["code"] for fl in f["flags"]})) or "-"
+        xs = [pt["train_flops"] for pt in f["points"]]
+        L.append(f"| {a} | {f['n_runs']} | {len(f['points'])} | {min(xs):.3g} to {max(xs):.3g} | "
+                 f"{_with_ci(p, ci, 'alpha')} | "
                  f"{_with_ci(p, ci, 'beta')} | {_with_ci(p, ci, 'gamma')} | {flags} |")
     L += ["", "Winner (lowest fitted frontier NE) per budget; share: fraction of paired bootstrap refits in which "
           "it is also the lowest. Budgets above "
-          f"{entry['measured_max']:.3g} FLOPs are extrapolations.", "",
+          f"{entry['measured_max']:.3g} FLOPs are extrapolations, and so is an architecture's NE below its own "
+          "smallest measured budget (table above).", "",
           "| training FLOPs | winner | share | " + " | ".join(f"NE {a}" for a in entry["budgets"][0]["ne"]) + " |",
           "|---|---|---|" + "---|" * len(entry["budgets"][0]["ne"])]
     rows = entry["budgets"]
@@ -270,6 +274,9 @@ def figure(cmp: ArchitectureComparison):
         ax.axvline(c.budget, color="0.4", ls=":", lw=1)
     ax.set_xscale("log")
     _log_ne_axis(ax)
+    # The bootstrap bands widen without bound below the data; keep the frontiers readable.
+    ne = np.concatenate([fr.points["eval_ne"].to_numpy(float) for fr in cmp.frontiers.values()])
+    ax.set_ylim(ne.min() * 0.93, ne.max() * 1.07)
     ax.set_xlabel("training FLOPs")
     ax.set_ylabel("eval NE")
     ax.set_title("Compute-efficient frontier per architecture (dashed: extrapolation)", fontsize=10)
