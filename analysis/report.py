@@ -184,10 +184,11 @@ def _counting() -> dict:
     return {
         "params_total": "params_embedding + params_dense",
         "params_embedding": "sum over tables of rows x embedding dim (optimizer state not counted)",
-        "params_dense": "weights + biases of the bottom and top MLPs",
+        "params_dense": "weights + biases of the bottom and top MLPs and of the interaction (dcn, wukong)",
         "flops_per_example": ("training FLOPs per example = 3 x forward (backward ~ 2 x forward, as Kaplan et al. "
                               "2020 and Ardalani et al. 2022); forward = MLP matmuls (2 x fan_in x fan_out per "
-                              "layer) + the dot interaction (2 x (F+1)^2 x D); a multiply-add counts 2; "
+                              "layer) + the dot interaction (2 x (F+1)^2 x D) or the dcn / wukong interaction's matmuls; "
+                              "a multiply-add counts 2; "
                               "embedding lookups are memory traffic, not FLOPs"),
         "train_flops": "flops_per_example x train_examples",
         "train_examples": "examples seen in training (one pass unless the run's config says otherwise)",
