@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="run a sweep: one run directory per point, plus results.csv")
     s.add_argument("sweep", help="sweep name (data, embedding_dim, embedding_rows, top_mlp, bottom_mlp, all, "
-                                 "compute) or a .py file")
+                                 "compute, architecture, dcn_rank, dcn_layers, wukong_layers) or a .py file")
     _add_config_args(s)
     s.add_argument("--out", required=True, help="sweep directory")
     s.add_argument("--workers", type=int, default=1, help="runs at once (local processes)")
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", help="named preset: tiny, small, criteo-kaggle, criteo-mlperf")
+    p.add_argument("--preset", help="named preset: tiny, small, criteo-kaggle, criteo-mlperf, criteo-mlperf-dcnv2")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable), e.g. --set train.examples=65536")
 
