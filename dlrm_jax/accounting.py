@@ -89,11 +89,14 @@ def account(model_cfg, table_rows, embedding_optimizer: str = "rowwise_adagrad")
     bottom_p, bottom_f = _mlp([NUM_DENSE, *model_cfg.bottom_mlp, d])
     top_p, top_f = _mlp([interaction_width(model_cfg.interaction, f, d, model_cfg), *model_cfg.top_mlp, 1])
     inter_p, inter_f = interaction_counts(model_cfg, f)
-    # Per example: read F rows (forward), write F rows (update), and the optimizer
-    # state of those rows read + written (adagrad: D floats, row-wise: 1 float).
+    # Per example: read K rows (forward; K = F one-hot, the sum of bag sizes multi-hot), write
+    # K rows (update), and the optimizer state of those rows read + written (adagrad: D floats,
+    # row-wise: 1 float).
     acc = {"sgd": 0, "adagrad": d, "rowwise_adagrad": 1, "adagrad_torch": d,
            "rowwise_adagrad_torch": 1}[embedding_optimizer]
-    emb_bytes = 4 * f * (2 * d + 2 * acc)
+    hot = model_cfg.multi_hot
+    lookups = sum(hot) if isinstance(hot, tuple) else f * hot
+    emb_bytes = 4 * lookups * (2 * d + 2 * acc)
     return Accounting(params_embedding=int(sum(table_rows)) * d, params_dense=bottom_p + inter_p + top_p,
                       flops_bottom=bottom_f, flops_interaction=inter_f, flops_top=top_f,
                       embedding_bytes_per_example=emb_bytes)

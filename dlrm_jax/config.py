@@ -16,7 +16,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
-from dlrm_jax.data.criteo.table_sizes import KAGGLE_TABLE_ROWS, MLPERF_DCNV2_TABLE_ROWS, MLPERF_TABLE_ROWS
+from dlrm_jax.data.criteo.table_sizes import (KAGGLE_TABLE_ROWS, MLPERF_DCNV2_MULTI_HOT, MLPERF_DCNV2_TABLE_ROWS,
+                                              MLPERF_TABLE_ROWS)
 from dlrm_jax.errors import UserError
 from dlrm_jax.overrides import coerce, flatten, split_assignment
 
@@ -179,7 +180,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "synthetic.cardinalities": MLPERF_TABLE_ROWS,
     },
     # MLPerf Training DLRMv2 (DLRM-DCNv2) on multi-hot Criteo 1TB, as the reference
-    # (mlcommons/training recommendation_v2/torchrec_dlrm) runs it: DCN 3 layers rank 512,
+    # (mlcommons/training recommendation_v2/torchrec_dlrm) runs it: DCN 3 layers rank 512, multi-hot bags
+    # (sum pooling; data: `dlrm-scaling data criteo-multihot`),
     # rows as its --num_embeddings_per_feature, Adagrad as PyTorch (dense) and FBGEMM
     # (embeddings: exact row-wise Adagrad) compute it, g / (sqrt(acc) + eps), eps 1e-8,
     # accumulators from 0; lr 0.004 at global batch 65,536, no warm-up or decay; target AUC 0.80275.
@@ -188,7 +190,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval.auc_target": 0.80275,
         "model.embed_dim": 128, "model.bottom_mlp": (512, 256), "model.top_mlp": (1024, 1024, 512, 256),
         "model.interaction": "dcn", "model.dcn_layers": 3, "model.dcn_rank": 512,
-        "model.table_rows": MLPERF_DCNV2_TABLE_ROWS,
+        "model.table_rows": MLPERF_DCNV2_TABLE_ROWS, "model.multi_hot": MLPERF_DCNV2_MULTI_HOT,
         "embedding.optimizer": "rowwise_adagrad_torch", "embedding.learning_rate": 0.004,
         "embedding.eps": 1e-8, "embedding.initial_accumulator": 0.0,
         "synthetic.cardinalities": MLPERF_DCNV2_TABLE_ROWS,

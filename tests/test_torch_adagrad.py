@@ -86,11 +86,13 @@ def test_mlperf_dcnv2_preset_is_the_reference_configuration():
     assert m.table_rows[0] == 40_000_000 and m.table_rows[10] == 3067956 and len(m.table_rows) == 26
     assert (cfg.train.optimizer, cfg.embedding.optimizer) == ("adagrad_torch", "rowwise_adagrad_torch")
     assert cfg.train.learning_rate == cfg.embedding.learning_rate == 0.004 and cfg.train.batch_size == 65536
+    assert m.multi_hot[20] == 100 and sum(m.multi_hot) == 214 and m.multi_hot_pooling == "sum"
     assert cfg.eval.auc_target == 0.80275 and cfg.train.warmup_examples == 0 and cfg.train.decay == "none"
     a = accounting.account(m, m.table_rows, cfg.embedding.optimizer)
     n = 27 * 128
     assert accounting.interaction_counts(m) == (3 * (2 * n * 512 + n), 3 * 4 * n * 512)
     assert a.params_embedding == sum(m.table_rows) * 128
+    assert a.embedding_bytes_per_example == 4 * 214 * (2 * 128 + 2)   # 214 rows looked up and updated
 
 
 def test_auc_target_is_in_the_summary_and_the_printed_line(tmp_path):

@@ -32,9 +32,9 @@ from dlrm_jax.data.multihot import CHUNK_ROWS, mlperf_table_chunks
 from dlrm_jax.errors import UserError
 from dlrm_jax.rundir import write_json_atomic
 from . import manifest as manifest_io
+from .table_sizes import MLPERF_DCNV2_MULTI_HOT
 
-# MLPerf DLRMv2's --multi_hot_sizes (C1..C26).
-MLPERF_MULTI_HOT = (3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1)
+MLPERF_MULTI_HOT = MLPERF_DCNV2_MULTI_HOT
 RULE = ("legacy numpy RandomState(0); per feature in order, table[rows, k] = [row id, randint(0, rows, "
         "(rows, k - 1))]; bag = table[one-hot id]; bags side by side in feature order")
 
