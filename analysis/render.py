@@ -5,7 +5,7 @@ fits or reads runs, so a saved fits.json renders the same report again.
 """
 from __future__ import annotations
 
-from analysis import allocation_report
+from analysis import allocation_report, architectures
 from analysis.results import AXIS_LABELS
 
 def _fmt(v, spec: str = ".4g") -> str:
@@ -163,6 +163,10 @@ def render_markdown(fits: dict) -> str:
             L += ["", f"No fit: {fr['skipped']}"]
         if "frontier" in fits["plots"]:
             L += ["", f"![frontier]({fits['plots']['frontier']})"]
+    arch = fits.get("architectures")
+    if arch:
+        L += [""] + (architectures.markdown(arch, fits["plots"].get("architectures")) if "skipped" not in arch
+                     else ["## Architectures on the compute axis", "", f"No comparison: {arch['skipped']}"])
     L += allocation_report.render_section(fits.get("compute_optimal"))
     L += ["", "## Method (everything needed to redo this analysis)", ""]
     opt = m["optimizer"]

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import scipy
 
-from analysis import allocation_report, plots
+from analysis import allocation_report, architectures, plots
 from analysis.fitting import FitOptions
 from analysis.render import render_markdown
 from analysis.results import (AXIS_LABELS, COMMON_AXES, ENVELOPE_SCHEMES, RESOURCE_AXES, finished_runs,
@@ -115,6 +115,14 @@ def write_report(path_or_df, out_dir, *, bootstrap: int = 200, seed: int = 0, ho
         df, lambda fig, stem: _save(fig, out, stem), bootstrap=bootstrap, seed=seed, level=level, options=options)
     fits["flags"] += [{"scope": "compute_optimal", **f} for f in (fits["compute_optimal"] or {}).get("flags", [])]
 
+    if architectures.has_architectures(df):   # runs of several interactions: compare their frontiers
+        try:
+            cmp = architectures.compare_architectures(df, **fit_kw)
+            fits["architectures"] = cmp.to_dict()
+            fits["plots"]["architectures"] = _save(architectures.figure(cmp), out, "architectures")
+        except ValueError as e:
+            fits["architectures"] = {"skipped": str(e)}
+
     fits = _clean(fits)
     write_atomic(out / "fits.json", json.dumps(fits, indent=2, allow_nan=False) + "\n")
     write_atomic(out / "report.md", render_markdown(fits))
@@ -180,10 +188,11 @@ def _counting() -> dict:
     return {
         "params_total": "params_embedding + params_dense",
         "params_embedding": "sum over tables of rows x embedding dim (optimizer state not counted)",
-        "params_dense": "weights + biases of the bottom and top MLPs",
+        "params_dense": "weights + biases of the bottom and top MLPs and of the interaction (dcn, wukong)",
         "flops_per_example": ("training FLOPs per example = 3 x forward (backward ~ 2 x forward, as Kaplan et al. "
                               "2020 and Ardalani et al. 2022); forward = MLP matmuls (2 x fan_in x fan_out per "
-                              "layer) + the dot interaction (2 x (F+1)^2 x D); a multiply-add counts 2; "
+                              "layer) + the dot interaction (2 x (F+1)^2 x D) or the dcn / wukong interaction's matmuls; "
+                              "a multiply-add counts 2; "
                               "embedding lookups are memory traffic, not FLOPs"),
         "train_flops": "flops_per_example x train_examples",
         "train_examples": "examples seen in training (one pass unless the run's config says otherwise)",

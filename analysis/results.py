@@ -45,12 +45,16 @@ RESOURCE_AXES = {
     "all": "params_total",
     "compute": "train_flops",
     "isoflop": "train_flops",
+    "architecture": "train_flops",    # per interaction: analysis/architectures.py
+    "dcn_rank": "params_dense",
+    "dcn_layers": "params_dense",
+    "wukong_layers": "params_dense",
 }
 # Schemes that are grids of model sizes x example counts: at one resource value several
 # allocations compete and only the best is on the scaling curve (the compute-efficient
 # frontier, Hoffmann et al. 2022; the iso-FLOP view of sweeps/compute.py). Their law is
 # fitted to the lower envelope of NE over the resource, not to every run.
-ENVELOPE_SCHEMES = frozenset({"compute", "isoflop"})
+ENVELOPE_SCHEMES = frozenset({"compute", "isoflop", "architecture"})
 # A scheme not in the table (a user's own sweep) is fitted against compute, the one
 # resource every run spends; override with `axes={"my_sweep": "train_examples"}`.
 DEFAULT_AXIS = "train_flops"

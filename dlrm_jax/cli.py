@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("rest", nargs=argparse.REMAINDER)
     ca = dsub.add_parser("calibrate", help="fit a synthetic world to prepared Criteo shards", add_help=False)
     ca.add_argument("rest", nargs=argparse.REMAINDER)
+    mh = dsub.add_parser("criteo-multihot", help="prepared shards into MLPerf DLRMv2 multi-hot bags",
+                         add_help=False)
+    mh.add_argument("rest", nargs=argparse.REMAINDER)
     return p
 
 
@@ -93,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:2] == ["data", "calibrate"]:
         from dlrm_jax.data.calibrate import main as calibrate_main
         return calibrate_main(argv[2:])
+    if argv[:2] == ["data", "criteo-multihot"]:
+        from dlrm_jax.data.criteo.multihot import main as multihot_main
+        return multihot_main(argv[2:])
     args = _parser().parse_args(argv)
     try:
         return _run(args)
@@ -127,7 +133,9 @@ def _run(args) -> int:
             return 2
         bayes = f"  (Bayes NE {s['bayes_ne']:.4f})" if s.get("bayes_ne") is not None else ""
         rate = f"{s['examples_per_s']:,.0f} examples/s" if s.get("examples_per_s") else "n/a"
-        print(f"eval NE {s['eval_ne']:.4f}{bayes}  AUC {s['eval_auc']:.4f}  "
+        target = (f" (target {s['auc_target']:g}: {'reached' if s['auc_target_reached'] else 'not reached'})"
+                  if s.get("auc_target") else "")
+        print(f"eval NE {s['eval_ne']:.4f}{bayes}  AUC {s['eval_auc']:.4f}{target}  "
               f"throughput {rate}  ({s['train_examples']:,} examples, {s['wall_s']:.1f} s) -> {args.out}")
         return 0
     if args.command == "bench":

@@ -16,19 +16,21 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
-from dlrm_jax.data.criteo.table_sizes import KAGGLE_TABLE_ROWS, MLPERF_TABLE_ROWS
+from dlrm_jax.data.criteo.table_sizes import (KAGGLE_TABLE_ROWS, MLPERF_DCNV2_MULTI_HOT, MLPERF_DCNV2_TABLE_ROWS,
+                                              MLPERF_TABLE_ROWS)
 from dlrm_jax.errors import UserError
 from dlrm_jax.overrides import coerce, flatten, split_assignment
 
 # Allowed values of the string options, declared once: the override parser
 # checks them, and the modules that branch on them read them from here.
-DenseOptimizer = Literal["adam", "adagrad", "sgd"]
+DenseOptimizer = Literal["adam", "adagrad", "sgd", "adagrad_torch"]
 Decay = Literal["none", "cosine", "linear"]
-Interaction = Literal["dot", "cat"]
+Interaction = Literal["dot", "cat", "dcn", "wukong"]
 ComputeDtype = Literal["float32", "bfloat16"]
-EmbeddingOptimizer = Literal["sgd", "adagrad", "rowwise_adagrad"]
+EmbeddingOptimizer = Literal["sgd", "adagrad", "rowwise_adagrad", "adagrad_torch", "rowwise_adagrad_torch"]
 Sharding = Literal["replicated", "row", "table", "auto"]
 EmbeddingBackend = Literal["tensorcore", "sparsecore"]
+Pooling = Literal["sum", "mean"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class TrainConfig:
 class EvalConfig:
     examples: int = 1 << 16          # held-out examples evaluated
     batch_size: int = 8192
+    auc_target: float = 0.0          # > 0: the summary says whether eval AUC reached it (MLPerf's target)
 
 
 @dataclass(frozen=True)
@@ -62,13 +65,24 @@ class ModelConfig:
     top_mlp: tuple[int, ...] = (64, 32)            # hidden sizes; then 1 logit
     interaction: Interaction = "dot"
     compute_dtype: ComputeDtype = "float32"        # MLPs and interaction
+    # dcn: DCNv2 cross layers on the flattened [B, (F+1) D] (dlrm_jax/interactions.py)
+    dcn_layers: int = 3
+    dcn_rank: int = 0                              # low rank r of W V; 0: full rank
+    # wukong: stacked FMB + LCB layers on the [F+1, D] embedding matrix (dlrm_jax/interactions.py)
+    wukong_layers: int = 2
+    wukong_fmb_k: int = 8                          # k: the FM block's n x k projection
+    wukong_nf: int = 8                             # n_F: embeddings out of the FM block
+    wukong_nl: int = 8                             # n_L: embeddings out of the linear compression block
+    wukong_mlp: tuple[int, ...] = (64,)            # the FM block's MLP hidden sizes
+    multi_hot: int | tuple[int, ...] = 1           # ids per example of each feature (bags), or one size for all
+    multi_hot_pooling: Pooling = "sum"             # how a bag's rows are pooled (dlrm_jax/embedding/bags.py)
 
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
     optimizer: EmbeddingOptimizer = "rowwise_adagrad"
     learning_rate: float = 0.05
-    eps: float = 1e-8                    # Adagrad: update = g / sqrt(acc + eps)
+    eps: float = 1e-8                    # Adagrad: g / sqrt(acc + eps); *_torch: g / (sqrt(acc) + eps)
     initial_accumulator: float = 0.0
     init_scale: float = 0.0              # 0: uniform(+-1/sqrt(rows)) as reference DLRM
     sharding: Sharding = "auto"          # dlrm_jax/embedding/placement.py says what each does
@@ -186,6 +200,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.table_rows": 40_000_000,
         "synthetic.cardinalities": MLPERF_TABLE_ROWS,
     },
+    # MLPerf Training DLRMv2 (DLRM-DCNv2) on multi-hot Criteo 1TB, as the reference
+    # (mlcommons/training recommendation_v2/torchrec_dlrm) runs it: DCN 3 layers rank 512, multi-hot bags
+    # (sum pooling; data: `dlrm-scaling data criteo-multihot`),
+    # rows as its --num_embeddings_per_feature, Adagrad as PyTorch (dense) and FBGEMM
+    # (embeddings: exact row-wise Adagrad) compute it, g / (sqrt(acc) + eps), eps 1e-8,
+    # accumulators from 0; lr 0.004 at global batch 65,536, no warm-up or decay; target AUC 0.80275.
+    "criteo-mlperf-dcnv2": {
+        "train.batch_size": 65536, "train.optimizer": "adagrad_torch", "train.learning_rate": 0.004,
+        "eval.auc_target": 0.80275,
+        "model.embed_dim": 128, "model.bottom_mlp": (512, 256), "model.top_mlp": (1024, 1024, 512, 256),
+        "model.interaction": "dcn", "model.dcn_layers": 3, "model.dcn_rank": 512,
+        "model.table_rows": MLPERF_DCNV2_TABLE_ROWS, "model.multi_hot": MLPERF_DCNV2_MULTI_HOT,
+        "embedding.optimizer": "rowwise_adagrad_torch", "embedding.learning_rate": 0.004,
+        "embedding.eps": 1e-8, "embedding.initial_accumulator": 0.0,
+        "synthetic.cardinalities": MLPERF_DCNV2_TABLE_ROWS,
+    },
 }
 
 
@@ -240,12 +270,21 @@ def validate(cfg: Config) -> None:
     for k in ("warmup_examples", "log_every_examples", "eval_every_examples", "flop_budget"):
         need(getattr(t, k) >= 0, f"train.{k} must be >= 0, got {getattr(t, k)}")
     need(cfg.eval.examples > 0, f"eval.examples must be positive, got {cfg.eval.examples}")
+    need(0 <= cfg.eval.auc_target < 1, f"eval.auc_target must be in [0, 1), got {cfg.eval.auc_target}")
     need(cfg.eval.batch_size > 0, f"eval.batch_size must be positive, got {cfg.eval.batch_size}")
     need(m.embed_dim > 0, f"model.embed_dim must be positive, got {m.embed_dim}")
     rows = m.table_rows if isinstance(m.table_rows, tuple) else (m.table_rows,)
     need(all(r >= 0 for r in rows) and (not isinstance(m.table_rows, tuple) or all(r > 0 for r in rows)),
          f"model.table_rows must be positive, got {m.table_rows}")
     need(all(h > 0 for h in m.bottom_mlp + m.top_mlp), "model.bottom_mlp and model.top_mlp sizes must be positive")
+    for k in ("dcn_layers", "dcn_rank", "wukong_layers", "wukong_nl"):
+        need(getattr(m, k) >= 0, f"model.{k} must be >= 0, got {getattr(m, k)}")
+    for k in ("wukong_fmb_k", "wukong_nf"):
+        need(getattr(m, k) >= 1, f"model.{k} must be >= 1, got {getattr(m, k)}")
+    hot = m.multi_hot if isinstance(m.multi_hot, tuple) else (m.multi_hot,)
+    need(all(k >= 1 for k in hot) and (isinstance(m.multi_hot, int) or len(hot) == 26),
+         f"model.multi_hot needs sizes >= 1, one or 26 of them, got {m.multi_hot}")
+    need(all(h > 0 for h in m.wukong_mlp), f"model.wukong_mlp sizes must be positive, got {m.wukong_mlp}")
     need(e.learning_rate > 0, f"embedding.learning_rate must be positive, got {e.learning_rate}")
     for k in ("eps", "initial_accumulator", "init_scale"):
         need(getattr(e, k) >= 0, f"embedding.{k} must be >= 0, got {getattr(e, k)}")

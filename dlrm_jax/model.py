@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from dlrm_jax import interactions
+
 
 def _bias_init(key, shape, dtype=jnp.float32):
     return jax.random.normal(key, shape, dtype) * np.sqrt(1.0 / shape[-1])
@@ -92,12 +94,17 @@ def cat_interaction(x: jax.Array, emb: jax.Array) -> jax.Array:
     return jnp.concatenate([x, emb.reshape(emb.shape[0], -1)], axis=1)
 
 
-INTERACTIONS = {"dot": dot_interaction, "cat": cat_interaction}
+INTERACTIONS = {"dot": dot_interaction, "cat": cat_interaction}   # parameter-free; dcn, wukong: interactions.py
 
 
-def interaction_width(kind: str, num_sparse: int, dim: int) -> int:
-    """Width I of the interaction output (the over arch's input)."""
-    return dim + (num_sparse + 1) * num_sparse // 2 if kind == "dot" else (num_sparse + 1) * dim
+def interaction_width(kind: str, num_sparse: int, dim: int, model_cfg=None) -> int:
+    """Width I of the interaction output (the over arch's input); wukong reads its knobs from model_cfg."""
+    if kind == "dot":
+        return dim + (num_sparse + 1) * num_sparse // 2
+    if kind == "wukong":
+        m = model_cfg
+        return interactions.wukong_width(num_sparse, dim, m.wukong_layers, m.wukong_nf, m.wukong_nl)
+    return (num_sparse + 1) * dim   # cat, dcn
 
 
 class DLRM(nn.Module):
@@ -106,13 +113,29 @@ class DLRM(nn.Module):
     top_mlp: Sequence[int]
     interaction: str = "dot"
     dtype: jnp.dtype = jnp.float32   # compute dtype of MLPs and interaction; params stay float32
+    # Knobs of the interactions with parameters (interactions.py; config.ModelConfig documents them).
+    dcn_layers: int = 3
+    dcn_rank: int = 0
+    wukong_layers: int = 2
+    wukong_fmb_k: int = 8
+    wukong_nf: int = 8
+    wukong_nl: int = 8
+    wukong_mlp: Sequence[int] = (64,)
 
     @nn.compact
     def __call__(self, dense: jax.Array, emb: jax.Array) -> jax.Array:
         """dense [B, 13] float, emb [B, F, D] -> logits [B] float32."""
         x = MLP(tuple(self.bottom_mlp) + (self.embed_dim,), relu_last=True, dtype=self.dtype,
                 name="dense_arch")(dense.astype(self.dtype))
-        z = INTERACTIONS[self.interaction](x, emb.astype(self.dtype))
+        emb = emb.astype(self.dtype)
+        if self.interaction == "dcn":
+            z = interactions.CrossNet(self.dcn_layers, self.dcn_rank, self.dtype,
+                                      name="interaction")(cat_interaction(x, emb))
+        elif self.interaction == "wukong":
+            z = interactions.Wukong(self.wukong_layers, self.wukong_nf, self.wukong_nl, self.wukong_fmb_k,
+                                    tuple(self.wukong_mlp), self.dtype, name="interaction")(x, emb)
+        else:
+            z = INTERACTIONS[self.interaction](x, emb)
         logit = MLP(tuple(self.top_mlp) + (1,), relu_last=False, dtype=self.dtype, name="over_arch")(z)
         return logit[:, 0].astype(jnp.float32)
 
@@ -120,4 +143,8 @@ class DLRM(nn.Module):
 def from_config(model_cfg) -> DLRM:
     return DLRM(embed_dim=model_cfg.embed_dim, bottom_mlp=tuple(model_cfg.bottom_mlp),
                 top_mlp=tuple(model_cfg.top_mlp), interaction=model_cfg.interaction,
-                dtype=jnp.bfloat16 if model_cfg.compute_dtype == "bfloat16" else jnp.float32)
+                dtype=jnp.bfloat16 if model_cfg.compute_dtype == "bfloat16" else jnp.float32,
+                dcn_layers=model_cfg.dcn_layers, dcn_rank=model_cfg.dcn_rank,
+                wukong_layers=model_cfg.wukong_layers, wukong_fmb_k=model_cfg.wukong_fmb_k,
+                wukong_nf=model_cfg.wukong_nf, wukong_nl=model_cfg.wukong_nl,
+                wukong_mlp=tuple(model_cfg.wukong_mlp))

@@ -15,7 +15,7 @@ import jax
 from jax.sharding import NamedSharding
 
 from dlrm_jax import distributed, step as step_lib
-from dlrm_jax.embedding import placement as placement_lib, tables as emb_lib
+from dlrm_jax.embedding import bags as bags_lib, placement as placement_lib, tables as emb_lib
 from dlrm_jax.embedding.sharded import ShardedEmbedding
 from dlrm_jax.embedding.single_device import SingleDeviceEmbedding
 from dlrm_jax.errors import UserError
@@ -66,7 +66,9 @@ def parallelize(cfg, model, tx, layout: emb_lib.EmbeddingLayout, devices=None) -
                         f"mesh (mesh.data={data} x mesh.model={model_axis})")
     # Sharded groups split over every device (mesh.py), so the placement plans n blocks.
     pl = placement_lib.plan(e.sharding, layout.rows, layout.dim, n, e.replicate_below_rows)
-    sharded = ShardedEmbedding(mesh, pl, e.optimizer, headroom=e.exchange_headroom)
+    bags = bags_lib.from_config(cfg.model, len(layout.rows))
+    sharded = ShardedEmbedding(mesh, pl, e.optimizer, headroom=e.exchange_headroom,
+                               columns=None if bags is None else bags.columns)
 
     def init_state(key):
         return step_lib.init_state(key, model, tx, sharded, e)
@@ -84,11 +86,11 @@ def parallelize(cfg, model, tx, layout: emb_lib.EmbeddingLayout, devices=None) -
     # The key is made inside from the (replicated) seed: no host array is placed on the mesh.
     init = jax.jit(lambda seed: init_state(jax.random.PRNGKey(seed)), out_shardings=state_sh)
 
-    train_step = jax.jit(step_lib.make_train_step(model, tx, sharded, e),
+    train_step = jax.jit(step_lib.make_train_step(model, tx, sharded, e, bags),
                          in_shardings=(state_sh, *batch_sh),
                          out_shardings=(state_sh, named("host_output", 0), named("host_output", 0)),
                          donate_argnums=0)
-    predict_jit = jax.jit(step_lib.make_predict(model, sharded),
+    predict_jit = jax.jit(step_lib.make_predict(model, sharded, bags),
                           in_shardings=(state_sh.params, state_sh.emb.table, batch_sh[0], batch_sh[1]),
                           out_shardings=named("host_output", 1))
 
@@ -104,12 +106,14 @@ def parallelize(cfg, model, tx, layout: emb_lib.EmbeddingLayout, devices=None) -
 
 
 def _single_device(cfg, model, tx, layout) -> Parallel:
-    backend = SingleDeviceEmbedding(layout)
+    bags = bags_lib.from_config(cfg.model, len(layout.rows))
+    backend = SingleDeviceEmbedding(layout, None if bags is None else bags.columns)
     init = jax.jit(lambda key: step_lib.init_state(key, model, tx, backend, cfg.embedding))
     abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
     return Parallel(mesh=None, placement=None,
                     init=lambda seed: init(jax.random.PRNGKey(seed)),
-                    train_step=jax.jit(step_lib.make_train_step(model, tx, backend, cfg.embedding), donate_argnums=0),
-                    predict=jax.jit(step_lib.make_predict(model, backend)),
+                    train_step=jax.jit(step_lib.make_train_step(model, tx, backend, cfg.embedding, bags),
+                                       donate_argnums=0),
+                    predict=jax.jit(step_lib.make_predict(model, backend, bags)),
                     put_batch=tuple,  # numpy as it comes: jit places it on the one device
                     eval_multiple=1, layout=backend.describe(), abstract_state=abstract)

@@ -21,6 +21,10 @@ from dlrm_jax.embedding.single_device import as_backend
 from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE
 
 
+# eps of the dense `adagrad_torch` (torch.optim.Adagrad as the MLPerf DLRMv2 reference sets it).
+TORCH_ADAGRAD_EPS = 1e-8
+
+
 @struct.dataclass
 class TrainState:
     step: jax.Array                      # int32 scalar
@@ -40,6 +44,9 @@ def dense_optimizer(train_cfg) -> optax.GradientTransformation:
     else:
         after = optax.linear_schedule(lr, 0.0, max(1, steps - warmup))
     lr_schedule = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup]) if warmup else after
+    if train_cfg.optimizer == "adagrad_torch":   # PyTorch's Adagrad: eps 1e-8 outside the root, acc from 0
+        from dlrm_jax.embedding.optimizers import scale_by_torch_adagrad
+        return optax.chain(scale_by_torch_adagrad(0.0, TORCH_ADAGRAD_EPS), optax.scale_by_learning_rate(lr_schedule))
     make = {"adam": optax.adam, "adagrad": optax.adagrad, "sgd": optax.sgd}[train_cfg.optimizer]
     return make(lr_schedule)
 
@@ -57,7 +64,7 @@ def bce_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
 
 
-def make_train_step(model, tx: optax.GradientTransformation, embedding, emb_cfg) -> Callable:
+def make_train_step(model, tx: optax.GradientTransformation, embedding, emb_cfg, bags=None) -> Callable:
     """(state, dense [B,13], sparse [B,F], labels [B]) -> (state, loss, stats).
 
     The gradient is taken w.r.t. the dense params and the looked-up rows
@@ -65,15 +72,18 @@ def make_train_step(model, tx: optax.GradientTransformation, embedding, emb_cfg)
     touched rows.  `embedding` is a backend (or an EmbeddingLayout: the
     single-device one).  stats: the backend's counters of the step (a sharded
     backend's `update_and_count`: exchange rounds and overflowed ids; {} on one
-    device), which the train loop logs.
+    device), which the train loop logs.  With multi-hot `bags`
+    (embedding/bags.py) sparse is [B, K] and the rows [B, K, D] are pooled to
+    [B, F, D] inside the loss, so each column's row gets its own gradient.
     """
     backend = as_backend(embedding)
+    pool = bags.pool if bags is not None else (lambda rows: rows)
 
     def train_step(state: TrainState, dense, sparse, labels):
-        rows = backend.lookup(state.emb.table, sparse)               # [B, F, D]
+        rows = backend.lookup(state.emb.table, sparse)               # [B, F, D] ([B, K, D] multi-hot)
 
         def loss_fn(params, rows):
-            return bce_loss(model.apply({"params": params}, dense, rows), labels)
+            return bce_loss(model.apply({"params": params}, dense, pool(rows)), labels)
 
         loss, (g_params, g_rows) = jax.value_and_grad(loss_fn, argnums=(0, 1))(state.params, rows)
         updates, opt_state = tx.update(g_params, state.opt_state, state.params)
@@ -88,11 +98,12 @@ def make_train_step(model, tx: optax.GradientTransformation, embedding, emb_cfg)
     return train_step
 
 
-def make_predict(model, embedding) -> Callable:
-    """(params, table, dense [B,13], sparse [B,F]) -> logits [B]."""
+def make_predict(model, embedding, bags=None) -> Callable:
+    """(params, table, dense [B,13], sparse [B,F] or [B,K] multi-hot) -> logits [B]."""
     backend = as_backend(embedding)
+    pool = bags.pool if bags is not None else (lambda rows: rows)
 
     def predict(params, table, dense, sparse):
-        return model.apply({"params": params}, dense, backend.lookup(table, sparse))
+        return model.apply({"params": params}, dense, pool(backend.lookup(table, sparse)))
 
     return predict

@@ -154,6 +154,9 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
         "examples_per_s": examples_per_s,
         "wall_s": chrono.run_time(sched.total_steps).wall_s,
         "bayes_ne": bayes,
+        **({"auc_target": cfg.eval.auc_target,
+            "auc_target_reached": None if final_eval is None else bool(final_eval["eval_auc"] >= cfg.eval.auc_target)}
+           if cfg.eval.auc_target > 0 else {}),
         "seed": cfg.seed,
         "devices": par.devices,
         "platform": jax.devices()[0].platform,

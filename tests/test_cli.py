@@ -67,4 +67,5 @@ def test_python_m_and_bench_json(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "dlrm_jax", "train", "--preset", "nope", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip() == ("dlrm-scaling train: error: unknown preset 'nope'; "
-                                                          "choose one of tiny, small, criteo-kaggle, criteo-mlperf")
+                                                          "choose one of tiny, small, criteo-kaggle, criteo-mlperf, "
+                                                          "criteo-mlperf-dcnv2")

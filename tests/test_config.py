@@ -38,7 +38,7 @@ def test_round_trip_through_json():
     ("train.examples=-5", "train.examples must be positive, got -5"),
     ("train.examples=abc", "bad value for train.examples: 'abc' is not an int"),
     ("train.batch_size=4096", "train.batch_size (4096) is larger than the training examples (1024)"),
-    ("model.interaction=sum", "model.interaction must be dot or cat, got 'sum'"),
+    ("model.interaction=sum", "model.interaction must be dot, cat, dcn or wukong, got 'sum'"),
     ("model.table_rows=1,2,3", "model.table_rows needs 26 entries (or one cap), got 3"),
     ("nonsense", "--set expects key=value, got 'nonsense'"),
     ("train.eval_every_examples=2**-1", "bad value for train.eval_every_examples: '2**-1' is not an int"),

@@ -22,6 +22,13 @@ point, and nothing needs a sequential RNG.  Per-id effects are hashed from
 
 Because p is known, the Bayes-optimal NE of any evaluation set is exact
 (`bayes_ne`): no model can do better in expectation.
+
+Multi-hot features (`model.multi_hot`, `embedding/bags.py`): a feature with bag
+size k draws k ids per example, each independently from its Zipf law (the first
+with the one-hot draw, so bags extend the one-hot stream), and the teacher uses
+the whole bag: e_f and u_f above become the means of the bag's per-id effects
+and latents.  The ids come out [B, K], bags side by side in feature order, and
+p stays exact.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ import numpy as np
 from scipy import optimize, special
 
 from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE, Batch
+from dlrm_jax.errors import UserError
 from dlrm_jax.data.hashing import fold_ids, table_rows_for
 
 TRAIN_STREAM, EVAL_STREAM, CALIBRATION_STREAM = 0, 1, 2
@@ -86,7 +94,8 @@ class SyntheticSource:
     def __init__(self, seed: int = 0, cardinalities: int | Sequence[int] = 20000, zipf: float = 1.05,
                  base_ctr: float = 0.25, id_effect: float = 1.5, pair_effect: float = 1.0,
                  dense_effect: float = 0.8, latent_dim: int = 4, num_pairs: int = 24,
-                 table_sizes: Sequence[int] | None = None, world=None):
+                 table_sizes: Sequence[int] | None = None, world=None,
+                 multi_hot: Sequence[int] | None = None):
         # A world (dlrm_jax/data/world.py) replaces the Zipf ids, log-normal dense
         # counts, click rate and teacher strengths with its fitted laws; without
         # one the generator is exactly the default world.
@@ -95,6 +104,17 @@ class SyntheticSource:
             cardinalities, base_ctr, latent_dim = world.table_rows, world.base_ctr, world.latent_dim
             id_effect, pair_effect, dense_effect = world.id_effect, world.pair_effect, world.dense_effect
         self.seed = seed
+        self.bag_sizes = tuple(int(k) for k in multi_hot) if multi_hot is not None else (1,) * NUM_SPARSE
+        if len(self.bag_sizes) != NUM_SPARSE or min(self.bag_sizes) < 1:
+            raise ValueError(f"need {NUM_SPARSE} bag sizes >= 1, got {self.bag_sizes}")
+        if world is not None and max(self.bag_sizes) > 1:
+            raise UserError("synthetic.world draws one id per feature: it cannot be combined with model.multi_hot")
+        # Column c of the [B, K] ids: feature, and the index its uniform draws are keyed by
+        # (a bag's first id keeps the one-hot key f; the others get keys past NUM_SPARSE).
+        self._col_feature = np.repeat(np.arange(NUM_SPARSE), self.bag_sizes)
+        first = np.concatenate([[0], np.cumsum(self.bag_sizes)[:-1]])
+        self._col_key = np.arange(len(self._col_feature)) + NUM_SPARSE
+        self._col_key[first] = np.arange(NUM_SPARSE)
         self.cardinalities = (spread_cardinalities(cardinalities) if isinstance(cardinalities, int)
                               else tuple(int(c) for c in cardinalities))
         if len(self.cardinalities) != NUM_SPARSE:
@@ -156,24 +176,24 @@ class SyntheticSource:
         return [self._hash_effects(f, np.arange(c)) for f, c in enumerate(self.cardinalities)]
 
     def _raw(self, stream: int, index: np.ndarray):
-        """(dense [B,13] float32, ids [B,26] int64, logit-without-intercept [B])."""
+        """(dense [B,13] float32, ids [B,K] int64 (K = 26 one-hot), logit-without-intercept [B])."""
         index = np.asarray(index, dtype=np.int64)
         row = index.astype(np.uint64) * _U64(4) + _U64(stream)
-        feats = np.arange(NUM_SPARSE)
-        u = hash_uniform(self._keys["ids"], row[:, None], feats)
-        if self.world is not None:
+        u = hash_uniform(self._keys["ids"], row[:, None], self._col_key)
+        if self.world is not None:  # one-hot only (checked in __init__): u's columns are the 26 features
             return self._raw_world(row, u)
         s = self.zipf
-        ids = np.empty((len(index), NUM_SPARSE), dtype=np.int64)
-        for f, c in enumerate(self.cardinalities):
+        ids = np.empty((len(index), len(self._col_feature)), dtype=np.int64)
+        for col, f in enumerate(self._col_feature):
+            c = self.cardinalities[f]
             # Inverse CDF of a continuous power law on [1, c + 1): a Zipf(s) rank.
             if abs(s - 1.0) < 1e-9:
-                x = np.power(c + 1.0, u[:, f])
+                x = np.power(c + 1.0, u[:, col])
             else:
-                x = np.power(1.0 + u[:, f] * ((c + 1.0) ** (1.0 - s) - 1.0), 1.0 / (1.0 - s))
+                x = np.power(1.0 + u[:, col] * ((c + 1.0) ** (1.0 - s) - 1.0), 1.0 / (1.0 - s))
             rank = np.minimum(x.astype(np.int64), c) - 1
             mult, add = self._perm[f]
-            ids[:, f] = (rank * mult + add) % c
+            ids[:, col] = (rank * mult + add) % c
         z = hash_normal(self._keys["dense"], row[:, None], np.arange(NUM_DENSE))
         counts = np.floor(np.expm1(np.maximum(self._dense_mu + self._dense_sigma * z, 0.0)))
         dense = np.log1p(counts).astype(np.float32)  # what the model sees
@@ -202,9 +222,10 @@ class SyntheticSource:
         logit = np.tanh(zs @ self._dense_w + self._dense_c) @ self._dense_a
         lats = []
         for f in range(NUM_SPARSE):
-            eff, lat = self._effects(f, ids[:, f])
-            logit += eff
-            lats.append(lat)
+            bag = ids[:, self._col_feature == f]                         # [B, k]
+            eff, lat = self._effects(f, bag)
+            logit += eff.mean(axis=1) if bag.shape[1] > 1 else eff[:, 0]
+            lats.append(lat.mean(axis=1) if bag.shape[1] > 1 else lat[:, 0])
         for f, g in self._pairs:
             logit += self._pair_scale * np.einsum("bk,bk->b", lats[f], lats[g])
         return logit
@@ -221,7 +242,7 @@ class SyntheticSource:
         p = special.expit(logit + self._b0)
         row = np.asarray(index, dtype=np.uint64) * _U64(4) + _U64(stream)
         labels = (hash_uniform(self._keys["label"], row, 0) < p).astype(np.float32)
-        return Batch(dense, fold_ids(ids, self.table_sizes), labels), p
+        return Batch(dense, fold_ids(ids, np.asarray(self.table_sizes)[self._col_feature]), labels), p
 
     def train_batches(self, batch_size: int, start: int, stop: int,
                       host_index: int = 0, host_count: int = 1) -> Iterator[Batch]:
@@ -252,8 +273,12 @@ def from_config(cfg) -> SyntheticSource:
         from dlrm_jax.data.world import load_world
         world = load_world(s.world)
         return SyntheticSource(seed=s.seed, world=world,
-                               table_sizes=table_rows_for(cfg.model.table_rows, world.table_rows))
+                               table_sizes=table_rows_for(cfg.model.table_rows, world.table_rows),
+                               multi_hot=cfg.model.multi_hot if isinstance(cfg.model.multi_hot, tuple)
+                               else (cfg.model.multi_hot,) * NUM_SPARSE)
     cards = spread_cardinalities(s.cardinalities) if isinstance(s.cardinalities, int) else s.cardinalities
     return SyntheticSource(seed=s.seed, cardinalities=cards, zipf=s.zipf, base_ctr=s.base_ctr,
                            id_effect=s.id_effect, pair_effect=s.pair_effect, dense_effect=s.dense_effect,
-                           latent_dim=s.latent_dim, table_sizes=table_rows_for(cfg.model.table_rows, cards))
+                           latent_dim=s.latent_dim, table_sizes=table_rows_for(cfg.model.table_rows, cards),
+                           multi_hot=(cfg.model.multi_hot if isinstance(cfg.model.multi_hot, tuple)
+                                      else (cfg.model.multi_hot,) * NUM_SPARSE))

@@ -11,7 +11,10 @@ the optimizer to those rows only:
     adagrad          a += g**2              w -= lr * g / sqrt(a + eps)   (a: [R, D])
     rowwise_adagrad  a += mean(g**2 over D) w -= lr * g / sqrt(a + eps)   (a: [R], FBGEMM / reference DLRM)
 
-where g is the summed gradient of a row over the batch.  These equal the dense
+where g is the summed gradient of a row over the batch.  `adagrad_torch` and
+`rowwise_adagrad_torch` are the same with PyTorch's / FBGEMM's placement of eps,
+w -= lr * g / (sqrt(a) + eps) (torch.optim.Adagrad, FBGEMM EXACT_ROWWISE_ADAGRAD,
+as the MLPerf DLRMv2 reference trains); kept distinct so existing runs are unchanged.  These equal the dense
 optax updates on the full table exactly (rows with no gradient do not move),
 which tests/test_embedding.py checks; `dense_reference` is that optax
 transformation.
@@ -71,10 +74,11 @@ def _local_ids(ids: jax.Array, num_rows: int, row_start) -> jax.Array:
     return jnp.where((flat >= 0) & (flat < num_rows), flat, num_rows)
 
 
-def _adagrad_step(acc, g, eps, rowwise: bool):
-    """(new accumulator, g / sqrt(acc + eps)); rows with acc == 0 (no gradient yet) move by 0."""
+def _adagrad_step(acc, g, eps, rowwise: bool, torch_eps: bool = False):
+    """(new accumulator, g / sqrt(acc + eps)), or g / (sqrt(acc) + eps) with torch_eps;
+    rows with acc == 0 (no gradient yet) move by 0."""
     acc = acc + (jnp.mean(g * g, axis=-1) if rowwise else g * g)
-    scale = jnp.where(acc > 0, jax.lax.rsqrt(acc + eps), 0.0)
+    scale = jnp.where(acc > 0, 1.0 / (jnp.sqrt(acc) + eps) if torch_eps else jax.lax.rsqrt(acc + eps), 0.0)
     return acc, g * (scale[..., None] if rowwise else scale)
 
 
@@ -93,8 +97,9 @@ def sparse_update(state: EmbeddingState, ids: jax.Array, grads: jax.Array, optim
         g = grads.reshape(local.shape[0], -1)
         return state.replace(table=state.table.at[local].add(-learning_rate * g, mode="drop"))
     uniq, g = dedup_gradients(ids, grads, num_rows, row_start)
-    rowwise = optimizer == "rowwise_adagrad"
-    acc, step = _adagrad_step(state.accum.at[uniq].get(mode="fill", fill_value=0.0), g, eps, rowwise)
+    rowwise = optimizer.startswith("rowwise_adagrad")
+    acc, step = _adagrad_step(state.accum.at[uniq].get(mode="fill", fill_value=0.0), g, eps, rowwise,
+                              torch_eps=optimizer.endswith("_torch"))
     accum = state.accum.at[uniq].set(acc, mode="drop")
     table = state.table.at[uniq].add(-learning_rate * step, mode="drop")
     return EmbeddingState(table=table, accum=accum)
@@ -113,6 +118,9 @@ def dense_reference(optimizer: str, learning_rate: float, eps: float = 1e-8,
         return optax.adagrad(learning_rate, initial_accumulator_value=initial_accumulator, eps=eps)
     if optimizer == "rowwise_adagrad":
         return optax.chain(_scale_by_rowwise_rss(initial_accumulator, eps), optax.scale(-learning_rate))
+    if optimizer in ("adagrad_torch", "rowwise_adagrad_torch"):
+        return optax.chain(scale_by_torch_adagrad(initial_accumulator, eps, rowwise=optimizer.startswith("rowwise")),
+                           optax.scale(-learning_rate))
     raise ValueError(f"unknown embedding optimizer {optimizer!r}")
 
 
@@ -125,5 +133,29 @@ def _scale_by_rowwise_rss(initial_accumulator: float, eps: float) -> optax.Gradi
         updates = jax.tree.map(lambda g, a: g * jnp.where(a > 0, jax.lax.rsqrt(a + eps), 0.0)[..., None],
                                updates, state)
         return updates, state
+
+    return optax.GradientTransformation(init, update)
+
+
+def scale_by_torch_adagrad(initial_accumulator: float = 0.0, eps: float = 1e-8,
+                           rowwise: bool = False) -> optax.GradientTransformation:
+    """Adagrad's scaling as torch.optim.Adagrad (elementwise) and FBGEMM's exact row-wise
+    Adagrad compute it: a += g**2 (row-wise: its mean over D), g / (sqrt(a) + eps).
+
+    optax.adagrad instead divides by sqrt(a + eps) and starts a at 0.1; with eps 1e-8
+    the two differ while a is small (the first steps of rarely seen rows).  The dense
+    optimizer `adagrad_torch` (step.py) is this followed by the learning rate.
+    """
+    def init(params):
+        return jax.tree.map(lambda p: jnp.full(p.shape[:-1] if rowwise else p.shape, initial_accumulator, p.dtype),
+                            params)
+
+    def update(updates, state, params=None):
+        state = jax.tree.map(lambda a, g: a + (jnp.mean(g * g, axis=-1) if rowwise else g * g), state, updates)
+
+        def scale(g, a):
+            s = jnp.where(a > 0, 1.0 / (jnp.sqrt(a) + eps), 0.0)
+            return g * (s[..., None] if rowwise else s)
+        return jax.tree.map(scale, updates, state), state
 
     return optax.GradientTransformation(init, update)

@@ -43,7 +43,8 @@ class EmbeddingState:
 
 def accum_shape(optimizer: str, rows: int, dim: int) -> tuple[int, ...]:
     """The sparse optimizer's state of `rows` rows: per element, per row, or none (SGD)."""
-    return {"sgd": (0,), "adagrad": (rows, dim), "rowwise_adagrad": (rows,)}[optimizer]
+    return {"sgd": (0,), "adagrad": (rows, dim), "rowwise_adagrad": (rows,),
+            "adagrad_torch": (rows, dim), "rowwise_adagrad_torch": (rows,)}[optimizer]
 
 
 def init_embedding(key: jax.Array, layout: EmbeddingLayout, optimizer: str,
