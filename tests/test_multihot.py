@@ -63,7 +63,7 @@ def test_multi_hot_step_equals_dense_gradient_reference(mode):
         params = optax.apply_updates(params, u)
         u, ref_state = ref_tx.update(g_t, ref_state, table)
         table = optax.apply_updates(table, u)
-        state, step_loss = step(state, dense, ids, labels)
+        state, step_loss, _ = step(state, dense, ids, labels)
         assert float(step_loss) == pytest.approx(float(ref_loss), rel=1e-5)
         np.testing.assert_allclose(state.emb.table, table, atol=2e-6)
     moved = np.abs(np.asarray(state.emb.table) - np.asarray(St.init_state(
@@ -85,7 +85,7 @@ def _sharded_run(sharding, data, model):
     state = par.init(0)
     losses = []
     for b in _batches():
-        state, loss = par.train_step(state, *par.put_batch(b))
+        state, loss, _ = par.train_step(state, *par.put_batch(b))
         losses.append(float(loss))
     table = PL.to_canonical(par.placement, state.emb)[0] if par.placement is not None else state.emb.table
     logits = par.predict(state.params, state.emb.table, *_batches(1, seed=9)[0][:2])
