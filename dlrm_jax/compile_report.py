@@ -132,7 +132,7 @@ def compile_report(cfg, devices, target=None) -> dict:
     from dlrm_jax import sparsecore_compile, step as step_lib
     from dlrm_jax.bench import memory_per_device
     from dlrm_jax.data import make_source
-    from dlrm_jax.mesh import spec
+    from dlrm_jax.mesh import AXES, spec
 
     n = len(devices)
     b = cfg.train.batch_size
@@ -153,7 +153,7 @@ def compile_report(cfg, devices, target=None) -> dict:
         "target": target.name if target is not None else f"{devices[0].platform}-{n}",
         "platform": devices[0].platform, "device_kind": getattr(devices[0], "device_kind", ""),
         "devices": n, "slices": getattr(target, "slices", 1), "topology": getattr(target, "topology", None),
-        "mesh": dict(par.mesh.shape) if par.mesh is not None else {"data": 1, "model": 1},
+        "mesh": dict(par.mesh.shape) if par.mesh is not None else dict.fromkeys(AXES, 1),
         "embedding_sharding": ("sparsecore" if cfg.embedding.backend == "sparsecore" else
                                par.placement.kind if par.placement is not None else "single-device"),
         "global_batch": b, "per_device_batch": per_device_batch,

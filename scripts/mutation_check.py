@@ -47,16 +47,26 @@ class Mutation:
 
 MUTATIONS = [
     # -- from the mutation review in issue 15 ---------------------------------------
+    # Contiguous groups (embedding.sharding=table) hold whole tables per block, so no id
+    # of a train step can cross a block; the carry only matters for a table spanning
+    # blocks, which the int64 divmod test checks directly.
     Mutation("locate-carry-off-by-one", "dlrm_jax/embedding/sharded.py",
              "carry = (x >= s).astype(jnp.int32)", "carry = (x > s).astype(jnp.int32)",
-             "sharded == single device: an id landing exactly on a shard's first row",
-             ("tests/test_sharding.py::test_sharded_step_matches_single_device",
-              "tests/test_sharding.py::test_ids_of_tables_beyond_int32_are_located_exactly")),
+             "contiguous blocks: an id landing exactly on a block's first row",
+             ("tests/test_sharding.py::test_ids_of_tables_beyond_int32_are_located_exactly",)),
     Mutation("locate-carry-removed", "dlrm_jax/embedding/sharded.py",
              "carry = (x >= s).astype(jnp.int32)", "carry = jnp.zeros_like(x)",
-             "sharded == single device: ids whose row crosses into the next shard",
-             ("tests/test_sharding.py::test_sharded_step_matches_single_device",
-              "tests/test_sharding.py::test_ids_of_tables_beyond_int32_are_located_exactly")),
+             "contiguous blocks: ids whose row crosses into the next block",
+             ("tests/test_sharding.py::test_ids_of_tables_beyond_int32_are_located_exactly",)),
+    # Interleaved groups (row, auto: row r on device r % M) are what a train step uses.
+    Mutation("locate-interleaved-carry-removed", "dlrm_jax/embedding/sharded.py",
+             "carry = (x >= m).astype(jnp.int32)", "carry = jnp.zeros_like(x)",
+             "sharded == single device: interleaved rows whose offset wraps past the last device",
+             ("tests/test_sharding.py::test_sharded_step_matches_single_device",)),
+    Mutation("locate-interleaved-carry-off-by-one", "dlrm_jax/embedding/sharded.py",
+             "carry = (x >= m).astype(jnp.int32)", "carry = (x > m).astype(jnp.int32)",
+             "sharded == single device: an interleaved row landing exactly on device 0 after a wrap",
+             ("tests/test_sharding.py::test_sharded_step_matches_single_device",)),
     Mutation("interval-min-max", "analysis/bootstrap.py",
              '    lo, hi = np.quantile(samples, q, axis=axis, method="inverted_cdf") if np.isinf(samples).any() \\\n'
              '        else np.quantile(samples, q, axis=axis)\n',
