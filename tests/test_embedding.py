@@ -71,13 +71,17 @@ def test_rowwise_accumulator_is_mean_square_of_summed_row_gradient():
 def test_row_start_drops_ids_of_other_shards(optimizer, first_position, monkeypatch):
     """A shard holding global rows [4, 8) updates only those."""
     monkeypatch.setattr(optimizers, "FIRST_POSITION_ROWS_PER_ID", 10**9 if first_position else 0)
-    ids = jnp.array([[1, 5], [5, 7], [0, 1]])
+    # An own row comes first: a slot that other shards' ids were wrongly summed into
+    # would then be a real row (an out-of-shard id in slot 0 would hide the bug).
+    ids = jnp.array([[5, 1], [5, 7], [0, 1]])
     g = jnp.ones((3, 2, 3))
     shard = E.EmbeddingState(table=jnp.zeros((4, 3)), accum=jnp.zeros(4))
     out = E.sparse_update(shard, ids, g, optimizer, 1.0, row_start=4, eps=0.0)
     # rows 5 and 7 (local 1, 3) move: sgd by the summed gradient, row-wise Adagrad by g/|g| = 1
     want = [0, -2, 0, -1] if optimizer == "sgd" else [0, -1, 0, -1]
     np.testing.assert_allclose(out.table[:, 0], want, rtol=1e-6)
+    if optimizer == "rowwise_adagrad":  # mean square of each row's own summed gradient: (2, 2, 2) and (1, 1, 1)
+        np.testing.assert_allclose(out.accum, [0, 4, 0, 1], rtol=1e-6)
 
 
 def test_layout_offsets_and_init_scale():
