@@ -54,11 +54,13 @@ def test_nan_exits_2(tmp_path, capsys):
 
 
 def test_python_m_and_bench_json(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "dlrm_jax", "bench", "--preset", "tiny", "--batch", "128",
-                          "--steps", "2", "--repeats", "2", "--json"], capture_output=True, text=True, timeout=300)
+    # Enough timed work (20 steps of 1024 examples, ~tens of ms of CPU) that the kernel's
+    # tick-based CPU accounting cannot round it to zero: 4 steps of 128 sometimes did.
+    out = subprocess.run([sys.executable, "-m", "dlrm_jax", "bench", "--preset", "tiny", "--batch", "1024",
+                          "--steps", "10", "--repeats", "2", "--json"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert result["examples_per_s"] > 0 and result["batch_size"] == 128
+    assert result["examples_per_s"] > 0 and result["batch_size"] == 1024
     # The CLI turned on the allocator setting (glibc) and measured the host cost of the timed steps.
     assert result["malloc_keeps_freed_memory"] == (platform.libc_ver()[0] == "glibc")
     if sys.platform != "win32":
