@@ -14,17 +14,32 @@ import sys
 PROG = "dlrm-scaling analyze"
 
 
-class _UsageError(Exception):
+class UsageError(Exception):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def error(self, message):          # argparse would print usage and exit(2)
-        raise _UsageError(message)
+        raise UsageError(message)
+
+
+def parse(parser: argparse.ArgumentParser, argv, prog: str):
+    """(args, None), or (None, exit code): a bad flag is one line and 2, --help is 0.
+
+    `parser` must be a `Parser` (analyze and plan share this).
+    """
+    try:
+        return parser.parse_args(argv), None
+    except UsageError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return None, 2
+    except SystemExit as e:           # --help
+        return None, int(e.code or 0)
+
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Fit scaling laws to sweep results and write a report "
+    p = Parser(prog=PROG, description="Fit scaling laws to sweep results and write a report "
                 "(report.md, fits.json, PNG plots).")
     p.add_argument("path", metavar="SWEEP_DIR|results.csv",
                    help="a sweep directory, a directory of sweep directories, or a results.csv")
@@ -49,13 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.render import summary_text
     from analysis.report import write_report   # keeps --help fast
 
-    try:
-        args = _parser().parse_args(argv)
-    except _UsageError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except SystemExit as e:           # --help
-        return int(e.code or 0)
+    args, code = parse(_parser(), argv, PROG)
+    if args is None:
+        return code
     try:
         if args.bootstrap < 0:
             raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")

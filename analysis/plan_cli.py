@@ -12,23 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from analysis.cli import Parser, parse
 from analysis.planner import (PlanError, load_study, parse_bytes, plan_for_flops, plan_for_target,
                               topology_memory)
 
 PROG = "dlrm-scaling plan"
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _UsageError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Plan a run from a study's joint law NE = E + A/N^alpha + B/D^beta.")
+    p = Parser(prog=PROG, description="Plan a run from a study's joint law NE = E + A/N^alpha + B/D^beta.")
     p.add_argument("study", metavar="STUDY", help="sweep directory, directory of sweeps, or results.csv")
     q = p.add_mutually_exclusive_group(required=True)
     q.add_argument("--flops", type=float, help="training-FLOP budget: best predicted NE and its config")
@@ -43,13 +35,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except _UsageError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except SystemExit as e:            # --help
-        return int(e.code or 0)
+    args, code = parse(_parser(), argv, PROG)
+    if args is None:
+        return code
     try:
         if args.bootstrap < 0:
             raise PlanError(f"--bootstrap must be >= 0, got {args.bootstrap}")
