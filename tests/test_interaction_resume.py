@@ -1,38 +1,13 @@
 """dcn and wukong runs killed after a checkpoint resume to the uninterrupted result."""
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
+from test_resume import _checkpoints, _events, _kill_when
 
 METRICS = ("eval_ne", "eval_logloss", "eval_auc", "eval_calibration", "train_examples", "train_flops",
            "params_dense", "flops_per_example", "bayes_ne")
-
-
-def _checkpoints(run):
-    d = run / "checkpoints"
-    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
-
-
-def _events(run):
-    return [{k: v for k, v in json.loads(x).items() if k != "wall_s"}
-            for x in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def _kill_when(cmd, condition, timeout):
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    t0 = time.time()
-    while not condition():
-        if proc.poll() is not None:
-            return False   # finished before the kill point
-        assert time.time() - t0 < timeout, "kill point never reached"
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return True
 
 
 @pytest.mark.parametrize("interaction", ["dcn", "wukong"])
