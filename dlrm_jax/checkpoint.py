@@ -47,6 +47,7 @@ from dlrm_jax.errors import UserError
 
 LAYOUT_KEY = "embedding_layout"
 RUN_TIME_KEY = "run_time"
+LOG_WINDOW_KEY = "log_window"
 UNREADABLE_SUFFIX = ".unreadable"  # checkpoints/<step>.unreadable: set aside, never deleted
 # Orbax's per-step metadata file (it holds our layout and run time).  Orbax logs
 # and ignores a damaged one, which would silently lose both, so we check it.
@@ -114,13 +115,18 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state, layout: dict | None = None, run_time: RunTime | None = None) -> None:
-        """`layout`: the state's embedding layout (`Parallel.layout`); `run_time`: the run's time so far.
-        Both are kept with the checkpoint."""
+    def save(self, step: int, state, layout: dict | None = None, run_time: RunTime | None = None,
+             log_window: dict | None = None) -> None:
+        """`layout`: the state's embedding layout (`Parallel.layout`); `run_time`: the run's time so far;
+        `log_window`: the train-loss sums of steps not yet logged (a save between log lines, on
+        preemption), so the resumed run's next log line is the uninterrupted one's.  All are kept
+        with the checkpoint."""
         state = jax.tree.map(lambda x: _EMPTY if x.size == 0 else x, state)
         custom = {LAYOUT_KEY: layout} if layout is not None else {}
         if run_time is not None:
             custom[RUN_TIME_KEY] = run_time._asdict()
+        if log_window is not None:
+            custom[LOG_WINDOW_KEY] = log_window
         self._manager.save(step, args=ocp.args.StandardSave(state), force=True, custom_metadata=custom or None)
         self._manager.wait_until_finished()
 
@@ -129,6 +135,10 @@ class Checkpointer:
 
     def saved_layout(self, step: int) -> dict | None:
         return self._custom_metadata(step).get(LAYOUT_KEY)
+
+    def saved_log_window(self, step: int) -> dict | None:
+        """The unlogged train-loss window saved with `step` (`save(log_window=...)`), if any."""
+        return self._custom_metadata(step).get(LOG_WINDOW_KEY)
 
     def saved_run_time(self, step: int) -> RunTime:
         """The run time recorded with `step`; zeros for a checkpoint that has none."""

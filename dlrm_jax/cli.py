@@ -12,7 +12,8 @@ import os
 import sys
 
 from dlrm_jax.config import PRESETS
-from dlrm_jax.errors import UserError
+from dlrm_jax.errors import UserError, write_error
+from dlrm_jax.preemption import PREEMPTED_EXIT, Preempted
 from sweeps import NAMES as sweep_names
 
 
@@ -105,6 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"dlrm-scaling {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Preempted as err:
+        print(f"dlrm-scaling {args.command}: {err}", file=sys.stderr)
+        return PREEMPTED_EXIT
+    except Exception as err:
+        # A full disk, a quota, a file-size limit or a read-only mount, however deep in
+        # Orbax or TensorStore it surfaced: one line, and the rerun resumes.
+        cause = write_error(err)
+        if cause is None:
+            raise
+        print(f"dlrm-scaling {args.command}: error: {cause}; free space and rerun to resume",
+              file=sys.stderr)
+        return 2
 
 
 def _run(args) -> int:
@@ -161,7 +174,12 @@ def entry() -> None:
     so such a process leaves without the teardown.  `main` itself never exits,
     so tests and notebooks can call it.
     """
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt:  # a Ctrl-C outside the train loop (which saves and exits 75)
+        print("dlrm-scaling: interrupted", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(130)
     if code == 2 and "orbax.checkpoint" in sys.modules:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -9,8 +9,10 @@ is written last: its presence with status "done" marks a finished run.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -28,6 +30,22 @@ def read_json(path: Path) -> Any:
         return json.load(f)
 
 
+def read_summary(run_dir: Path) -> dict | None:
+    """The run's summary.json, or None if it has none; a damaged one is a UserError naming it."""
+    path = Path(run_dir) / "summary.json"
+    try:
+        summary = read_json(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: unreadable summary ({_short(err)}); delete it to retrain the run "
+                        f"from its last checkpoint")
+    if not isinstance(summary, dict):
+        raise UserError(f"{path}: not a run summary (a JSON object); delete it to retrain the run "
+                        f"from its last checkpoint")
+    return summary
+
+
 def _jsonable(obj: Any) -> Any:
     """NaN/inf as null (JSON has neither); numpy scalars as Python numbers."""
     if isinstance(obj, dict):
@@ -42,37 +60,72 @@ def _jsonable(obj: Any) -> Any:
 
 
 class MetricsLog:
-    """Append-only metrics.jsonl; on resume, lines past the restored point are dropped."""
+    """Append-only metrics.jsonl; on resume, lines past the restored point are dropped.
+
+    A line is appended with one `write` on an O_APPEND descriptor, and cut back
+    if that write fails (a full disk, a file-size limit), so the file holds
+    whole lines only.  Lines damaged anyway (a copy gone wrong, a disk error)
+    are skipped and listed in `damaged` as "path:N: ..." for the caller to report.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.damaged: list[str] = []
 
-    def truncate_after(self, examples_seen: int) -> None:
-        """Keep only events at or before `examples_seen` (those the checkpoint covers)."""
+    def truncate_after(self, examples_seen: int, log=None) -> None:
+        """Keep only events at or before `examples_seen` (those the checkpoint covers).
+
+        Damaged lines are reported through `log` (file:line) and dropped; the
+        valid events after them are kept."""
         if not self.path.exists():
             return
-        kept = [line for line in self.read_lines() if line["examples_seen"] <= examples_seen]
+        lines = self.read_lines()
+        if log is not None:
+            for where in self.damaged:
+                log(f"{where}; skipped (the events after it are kept)")
+        kept = [line for line in lines if line["examples_seen"] <= examples_seen]
         write_lines_atomic(self.path, kept)
 
     def read_lines(self) -> list[dict]:
+        self.damaged = []
         if not self.path.exists():
             return []
         out = []
-        with open(self.path) as f:
-            for raw in f:
+        with open(self.path, errors="replace") as f:
+            for number, raw in enumerate(f, 1):
                 raw = raw.strip()
                 if not raw:
                     continue
                 try:
-                    out.append(json.loads(raw))
-                except json.JSONDecodeError:
-                    break  # a line cut by a kill: everything after it is unreliable
+                    event = json.loads(raw)
+                    if not isinstance(event, dict) or not isinstance(event.get("examples_seen"), int):
+                        raise ValueError("no examples_seen")
+                except ValueError as err:
+                    self.damaged.append(f"{self.path}:{number}: damaged metrics line ({_short(err)})")
+                    continue
+                out.append(event)
         return out
 
     def write(self, event: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(_jsonable(event)) + "\n")
-            f.flush()
+        data = (json.dumps(_jsonable(event)) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                if os.write(fd, data) != len(data):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+            except OSError as err:
+                os.ftruncate(fd, start)  # whole lines only: cut a partial append back off
+                if err.filename is None:
+                    err.filename = str(self.path)
+                raise
+        finally:
+            os.close(fd)
+
+
+def _short(err: Exception, limit: int = 80) -> str:
+    text = str(err)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def write_lines_atomic(path: Path, lines: Iterable[dict]) -> None:
@@ -116,17 +169,37 @@ def write_config(run_dir: Path, cfg) -> None:
 def lock(run_dir: Path) -> None:
     """Hold an exclusive lock on the run directory until the process exits.
 
-    Two trainers on one directory (a sweep rerun while an orphaned run goes on)
-    would interleave metrics lines and checkpoint saves; the second one stops here.
+    Taken before anything is written there: two trainers on one directory (a
+    sweep rerun while an orphaned run goes on, two commands started together)
+    would interleave metrics lines and checkpoint saves, or one would write its
+    config.json into the other's run; the second one stops here, having written
+    nothing.  The caller reads the run's state again after taking it.
     """
     import fcntl
     unlock(run_dir)  # this process trained here before (a retry in the same session)
-    f = open(run_dir / ".lock", "a")
+    path = run_dir / ".lock"
+    held = f"{run_dir} is being trained by another process (lock {path})"
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise UserError(f"{run_dir} is being trained by another process (lock {run_dir / '.lock'})")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            f = open(path, "a")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                raise UserError(held)
+            # The holder before us may have finished and removed the lock file between our
+            # open and our flock: then we hold a lock on a deleted file, which keeps nobody
+            # out.  Only a lock on the file that is there now counts.
+            try:
+                same = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            f.close()
+    except OSError as err:
+        raise UserError(f"cannot lock the run directory --out {run_dir}: {err.strerror or err}")
     _LOCKS[str(run_dir.resolve())] = f  # released by unlock() at the end of training or when the process dies
 
 

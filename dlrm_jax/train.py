@@ -18,12 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlrm_jax import accounting, checkpoint, config as config_lib, distributed, embedding as emb_lib
-from dlrm_jax import metrics as metrics_lib, model as model_lib, parallel, rundir, step as step_lib
+from dlrm_jax import metrics as metrics_lib, model as model_lib, parallel, preemption, rundir
+from dlrm_jax import step as step_lib
 from dlrm_jax.chrono import Chrono
 from dlrm_jax.data import make_source
 from dlrm_jax.data.prefetch import prefetch
 from dlrm_jax.errors import UserError
-from dlrm_jax.rundir import MetricsLog, read_json, write_json_atomic
+from dlrm_jax.rundir import MetricsLog, write_json_atomic
 from dlrm_jax.schedule import Schedule, schedule_for
 
 class TrainingDiverged(RuntimeError):
@@ -32,23 +33,47 @@ class TrainingDiverged(RuntimeError):
 
 def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None = None,
           verbose: bool = True) -> dict:
-    """Train one run into `run_dir`; return its summary.  A finished run is not retrained."""
+    """Train one run into `run_dir`; return its summary.  A finished run is not retrained.
+
+    SIGTERM or SIGINT during training saves a checkpoint at the step reached and
+    raises `preemption.Preempted` (dlrm_jax/preemption.py); the same call resumes."""
     chrono = Chrono(clock=time.time)
     distributed.initialize(cfg.distributed)  # before JAX touches a device
-    run_dir = Path(run_dir)
+    watch = preemption.watch(multi_process=jax.process_count() > 1)
+    try:
+        return _train(cfg, Path(run_dir), chrono, watch, progress=progress, verbose=verbose)
+    finally:
+        watch.close()
+
+
+def _train(cfg: config_lib.Config, run_dir: Path, chrono: Chrono, watch: preemption.Watch, *,
+           progress: bool | None, verbose: bool) -> dict:
     log = (lambda *a: print(*a, file=sys.stderr)) if verbose else (lambda *a: None)
 
     # ---------------------------------------------------------------- run directory
-    # Checked now, written only once the data, eval set and mesh are known to work,
-    # so a bad value never leaves a config.json that blocks the corrected rerun.
+    # Checked now (read only), locked before anything is written, then read again:
+    # a second trainer started at the same time stops at the lock without touching
+    # the directory, and one that got the lock just after another finished sees the
+    # summary and leaves it alone.  config.json is written only once the data, eval
+    # set and mesh are known to work, so a bad value never leaves a config.json that
+    # blocks the corrected rerun.
     primary = jax.process_index() == 0
-    resuming = rundir.check(run_dir, cfg)
     summary_path = run_dir / "summary.json"
-    if resuming and summary_path.exists():
-        summary = read_json(summary_path)
-        if summary.get("status") == "done":
-            log(f"{run_dir}: already done (summary.json); not retraining")
-            return summary
+    rundir.check(run_dir, cfg)
+    if primary:
+        rundir.lock(run_dir)
+    try:
+        resuming = rundir.check(run_dir, cfg)
+        summary = rundir.read_summary(run_dir) if resuming else None
+    except BaseException:
+        if primary:
+            rundir.unlock(run_dir)
+        raise
+    if summary is not None and summary.get("status") == "done":
+        log(f"{run_dir}: already done (summary.json); not retraining")
+        if primary:
+            rundir.unlock(run_dir)
+        return summary
 
     # ---------------------------------------------------------------- data
     source = make_source(cfg)
@@ -72,7 +97,6 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     if primary:
         if not resuming:
             rundir.write_config(run_dir, cfg)
-        rundir.lock(run_dir)
         summary_path.unlink(missing_ok=True)  # a failed run is retried from its last checkpoint
     state = par.init(cfg.seed)
     ckpt = checkpoint.Checkpointer(run_dir / "checkpoints", keep=cfg.checkpoint.keep)
@@ -84,7 +108,7 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     if start_step:
         chrono.resume(restored.run_time, start_step)  # the time earlier processes spent
         log(f"{run_dir}: resuming from step {start_step} ({start_step * sched.batch_size} examples)")
-    metrics_log.truncate_after(start_step * sched.batch_size)
+    metrics_log.truncate_after(start_step * sched.batch_size, log=log)
     for aside in restored.set_aside:  # after the truncation, dated at the step resumed from
         metrics_log.write(checkpoint.unreadable_event(aside, start_step, sched.batch_size, acct.flops_per_example))
 
@@ -101,8 +125,27 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
 
     batches = prefetch(map(par.put_batch, _train_batches(source, cfg, sched, start_step)), size=3)
     bar = _progress_bar(sched.total_steps, start_step, progress)
-    loss_sum, loss_steps, final_eval, error = jnp.zeros(()), 0, None, None
-    exchange = {}  # sharded tables: exchange counters since the last log line (_add_exchange_stats)
+    # The train-loss window not yet logged: a preemption checkpoint between log lines
+    # keeps it, so the resumed run's next log line is the uninterrupted run's.
+    window = ckpt.saved_log_window(start_step) if start_step else None
+    loss_sum = jnp.asarray(window["loss_sum"] if window else 0.0, jnp.float32)
+    loss_steps = int(window["loss_steps"]) if window else 0
+    exchange = {k: int(v) for k, v in (window or {}).get("exchange", {}).items()}
+    final_eval, error = None, None
+    saved_step = start_step  # the newest checkpoint's step
+
+    def preempt(step: int) -> preemption.Preempted:
+        """Save at `step` (unless just saved) and say so; the caller raises."""
+        if saved_step != step:
+            ckpt.save(step, state, layout=par.layout, run_time=chrono.run_time(step),
+                      log_window={"loss_sum": float(loss_sum), "loss_steps": loss_steps,
+                                  "exchange": {k: int(v) for k, v in exchange.items()}})
+        ckpt.close()
+        return preemption.Preempted(step, step * sched.batch_size, watch.signal_name or "SIGTERM")
+
+    if watch.requested_now():  # asked to stop during setup: nothing new to save
+        bar.close()
+        raise preempt(start_step)
     try:
         for step in range(start_step + 1, sched.total_steps + 1):
             state, loss, step_stats = train_step(state, *next(batches))
@@ -110,24 +153,32 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
             exchange = _add_exchange_stats(exchange, step_stats)
             chrono.step_done(loss)
             bar.update(1)
-            if not sched.is_log_step(step):
-                continue
-            mean_loss = float(loss_sum) / loss_steps
-            loss_sum, loss_steps = jnp.zeros(()), 0
-            if not math.isfinite(mean_loss):
-                raise TrainingDiverged(f"train loss is {mean_loss} at step {step} "
-                                       f"({step * sched.batch_size} examples); lower the learning rates")
-            metrics_log.write(event(step, train_loss=mean_loss, **{k: int(v) for k, v in exchange.items()}))
-            exchange = {}
-            bar.set_postfix(loss=f"{mean_loss:.4f}")
-            with chrono.paused() as t_pause:
-                if sched.is_eval_step(step):
-                    final_eval = evaluate(state)
-                    metrics_log.write(event(step, **final_eval, wall_s=chrono.run_time(step, t_pause).wall_s))
-                if sched.is_checkpoint_step(step):
-                    ckpt.save(step, state, layout=par.layout, run_time=chrono.run_time(step, t_pause))
+            if sched.is_log_step(step):
+                mean_loss = float(loss_sum) / loss_steps
+                loss_sum, loss_steps = jnp.zeros(()), 0
+                if not math.isfinite(mean_loss):
+                    raise TrainingDiverged(f"train loss is {mean_loss} at step {step} "
+                                           f"({step * sched.batch_size} examples); lower the learning rates")
+                metrics_log.write(event(step, train_loss=mean_loss, **{k: int(v) for k, v in exchange.items()}))
+                exchange = {}
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+                with chrono.paused() as t_pause:
+                    if sched.is_eval_step(step):
+                        final_eval = evaluate(state)
+                        metrics_log.write(event(step, **final_eval, wall_s=chrono.run_time(step, t_pause).wall_s))
+                    if sched.is_checkpoint_step(step):
+                        ckpt.save(step, state, layout=par.layout, run_time=chrono.run_time(step, t_pause))
+                        saved_step = step
+            # Checked after the step's log, eval and checkpoint, so the saved state and
+            # metrics.jsonl agree; never at the last step, which ends the run anyway.
+            if step < sched.total_steps and watch.requested(step):
+                raise preempt(step)
     except TrainingDiverged as err:
         error = str(err)
+    except preemption.Preempted:
+        if primary:
+            rundir.unlock(run_dir)
+        raise
     except BaseException:  # interrupted (a notebook's KeyboardInterrupt): leave no Orbax threads behind
         ckpt.close()
         raise
@@ -216,7 +267,7 @@ def evaluate_logits(predict, state, eval_set, batch_size: int, multiple: int = 1
 class _NoMetricsLog:
     """metrics.jsonl is written by process 0 alone."""
 
-    def truncate_after(self, examples_seen: int) -> None:
+    def truncate_after(self, examples_seen: int, log=None) -> None:
         pass
 
     def write(self, event: dict) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -29,7 +30,8 @@ from typing import Any, Sequence
 from dlrm_jax.config import Config, diff as config_diff, from_dict, load_config
 from dlrm_jax.errors import UserError
 from dlrm_jax.files import write_atomic
-from dlrm_jax.rundir import read_json
+from dlrm_jax import preemption
+from dlrm_jax.rundir import read_json, read_summary
 from sweeps import Sweep, load_sweep
 
 SUMMARY_FIELDS = ("eval_ne", "eval_logloss", "eval_auc", "eval_calibration", "eval_examples", "train_examples",
@@ -96,8 +98,8 @@ def plan(sweep: Sweep, out: Path, preset: str | None, overrides: Sequence[str]) 
 
 def is_done(point: Point) -> bool:
     """A finished run of this very config; a finished run of another config is an error."""
-    summary = point.run_dir / "summary.json"
-    if not (summary.exists() and read_json(summary).get("status") == "done"):
+    summary = read_summary(point.run_dir)
+    if not (summary is not None and summary.get("status") == "done"):
         return False
     changed = config_diff(from_dict(read_json(point.run_dir / "config.json")), point.config)
     if changed:
@@ -130,14 +132,26 @@ def run_sweep(sweep_name: str, out: str | Path, preset: str | None = None, overr
     running: list[tuple[Point, subprocess.Popen, float, Any]] = []
     finished = len(mine) - len(todo)
     startup_errors: dict[str, str] = {}  # runs that exited without a summary (bad config, path)
+    unfinished: list[str] = []  # runs a signal stopped: they resume on the sweep's rerun
+    # SIGTERM or Ctrl-C: start nothing more, pass SIGTERM on to the running trainers
+    # (each saves a checkpoint at its step and exits PREEMPTED_EXIT), wait for them.
+    watch = preemption.watch()
+    forwarded = False
     try:
-        while todo or running:
-            while todo and len(running) < workers:
+        while (todo and not watch.requested_now()) or running:
+            while todo and len(running) < workers and not watch.requested_now():
                 p = todo.pop(0)
                 p.run_dir.mkdir(parents=True, exist_ok=True)
                 err = open(p.run_dir / "train.log", "a")  # the run's own stderr, kept for post-mortems
+                # Their own session: a Ctrl-C on the terminal reaches the sweep only, which
+                # passes it on once, as SIGTERM (a second SIGINT would skip the child's save).
                 running.append((p, subprocess.Popen(p.command, stdout=subprocess.DEVNULL, stderr=err,
-                                                    env=_child_env()), time.time(), err))
+                                                    env=_child_env(), start_new_session=True),
+                                time.time(), err))
+            if watch.requested_now() and not forwarded:
+                for _, proc, _, _ in running:
+                    proc.send_signal(signal.SIGTERM)
+                forwarded = True
             time.sleep(0.2)
             for item in list(running):
                 p, proc, t0, err = item
@@ -145,17 +159,26 @@ def run_sweep(sweep_name: str, out: str | Path, preset: str | None = None, overr
                     continue
                 running.remove(item)
                 err.close()
-                finished += 1
-                if not (p.run_dir / "summary.json").exists():
+                if read_summary(p.run_dir) is None:
+                    if proc.returncode in (preemption.PREEMPTED_EXIT, -signal.SIGTERM):
+                        unfinished.append(p.name)
+                        log(f"[{finished}/{len(mine)}] {p.name}: preempted, unfinished "
+                            f"({time.time() - t0:.0f} s; {_last_line(p.run_dir / 'train.log')})")
+                        continue
                     startup_errors[p.name] = f"exit {proc.returncode}: {_last_line(p.run_dir / 'train.log')}"
+                finished += 1
                 log(f"[{finished}/{len(mine)}] {p.name}: {_outcome(p, startup_errors)} "
                     f"({time.time() - t0:.0f} s)")
                 write_results(sweep, points, out, startup_errors)
     finally:
+        watch.close()
         for _, proc, _, err in running:  # interrupted: no orphan keeps training into our run dirs
             proc.terminate()
             proc.wait()
             err.close()
+    if watch.requested_now():
+        write_results(sweep, points, out, startup_errors)
+        raise preemption.SweepPreempted(unfinished + [p.name for p in todo], watch.signal_name)
     rows = write_results(sweep, points, out, startup_errors)
     names = {p.name for p in mine}
     return [r for r in rows if r["run"] in names]
@@ -170,7 +193,7 @@ def _child_env() -> dict:
 def _outcome(p: Point, startup_errors: dict[str, str]) -> str:
     if p.name in startup_errors:
         return f"failed ({startup_errors[p.name]})"
-    s = read_json(p.run_dir / "summary.json")
+    s = read_summary(p.run_dir)
     if s.get("status") == "done":
         return f"done, eval NE {s['eval_ne']:.4f}{_set_aside_note(p.run_dir)}"
     return f"failed: {s.get('error')}"
@@ -199,13 +222,12 @@ def results_rows(sweep: Sweep, points: list[Point], startup_errors: dict[str, st
     """One row per run with a summary, plus the runs of this invocation that could not start."""
     rows = []
     for p in points:
-        summary = p.run_dir / "summary.json"
-        if not summary.exists():
+        s = read_summary(p.run_dir)
+        if s is None:
             if startup_errors and p.name in startup_errors:
                 rows.append({"run": p.name, "sweep": sweep.name, "status": "failed", **_flat_values(p.values),
                              "error": startup_errors[p.name]})
             continue
-        s = read_json(summary)
         rows.append({"run": p.name, "sweep": sweep.name, "status": s.get("status"), **_flat_values(p.values),
                      **{k: s.get(k) for k in SUMMARY_FIELDS}, "error": s.get("error")})
     return rows
