@@ -40,8 +40,18 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     chrono = Chrono(clock=time.time)
     distributed.initialize(cfg.distributed)  # before JAX touches a device
     watch = preemption.watch(multi_process=jax.process_count() > 1)
+    run_dir = Path(run_dir)
+    created = not run_dir.exists()
     try:
-        return _train(cfg, Path(run_dir), chrono, watch, progress=progress, verbose=verbose)
+        return _train(cfg, run_dir, chrono, watch, progress=progress, verbose=verbose)
+    except BaseException:
+        # Stopped (bad input, a signal, a full disk): release the lock now, not at exit (a
+        # notebook retries in the same process), and leave no empty directory behind.
+        if jax.process_index() == 0:
+            rundir.unlock(run_dir)
+            if created:
+                _remove_if_empty(run_dir)
+        raise
     finally:
         watch.close()
 
@@ -51,24 +61,24 @@ def _train(cfg: config_lib.Config, run_dir: Path, chrono: Chrono, watch: preempt
     log = (lambda *a: print(*a, file=sys.stderr)) if verbose else (lambda *a: None)
 
     # ---------------------------------------------------------------- run directory
-    # Checked now (read only), locked before anything is written, then read again:
-    # a second trainer started at the same time stops at the lock without touching
-    # the directory, and one that got the lock just after another finished sees the
-    # summary and leaves it alone.  config.json is written only once the data, eval
-    # set and mesh are known to work, so a bad value never leaves a config.json that
-    # blocks the corrected rerun.
+    # Locked before anything is read or written, so a second trainer started at the
+    # same time stops at the lock having written nothing, and one that got the lock
+    # just after another finished sees that run's summary and leaves it alone.
+    # config.json is written only once the data, eval set and mesh are known to work,
+    # so a bad value never leaves a config.json that blocks the corrected rerun.
     primary = jax.process_index() == 0
     summary_path = run_dir / "summary.json"
-    rundir.check(run_dir, cfg)
-    if primary:
-        rundir.lock(run_dir)
-    try:
+    if not primary:
         resuming = rundir.check(run_dir, cfg)
         summary = rundir.read_summary(run_dir) if resuming else None
-    except BaseException:
-        if primary:
-            rundir.unlock(run_dir)
-        raise
+    else:
+        # The lock first, so that a second trainer on this directory is told it is taken
+        # (whatever it would find there): it stops having written nothing.
+        if run_dir.exists() and not run_dir.is_dir():
+            raise UserError(f"--out {run_dir} exists and is not a directory")
+        rundir.lock(run_dir)
+        resuming = rundir.check(run_dir, cfg)  # read now that no one else can write
+        summary = rundir.read_summary(run_dir) if resuming else None
     if summary is not None and summary.get("status") == "done":
         log(f"{run_dir}: already done (summary.json); not retraining")
         if primary:
@@ -176,9 +186,7 @@ def _train(cfg: config_lib.Config, run_dir: Path, chrono: Chrono, watch: preempt
     except TrainingDiverged as err:
         error = str(err)
     except preemption.Preempted:
-        if primary:
-            rundir.unlock(run_dir)
-        raise
+        raise  # the checkpoint is saved and Orbax closed (preempt)
     except BaseException:  # interrupted (a notebook's KeyboardInterrupt): leave no Orbax threads behind
         ckpt.close()
         raise
@@ -218,6 +226,13 @@ def _train(cfg: config_lib.Config, run_dir: Path, chrono: Chrono, watch: preempt
         write_json_atomic(summary_path, summary)
         rundir.unlock(run_dir)
     return summary
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
 
 
 def _add_exchange_stats(acc: dict, stats: dict) -> dict:

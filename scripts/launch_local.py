@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+
+PREEMPTED_EXIT = 75  # dlrm_jax.preemption.PREEMPTED_EXIT (this script runs without the package)
 
 
 def free_port() -> int:
@@ -35,6 +38,25 @@ def command(process_id: int, processes: int, port: int, args: list[str]) -> list
             "--set", f"distributed.coordinator=127.0.0.1:{port}",
             "--set", f"distributed.num_processes={processes}",
             "--set", f"distributed.process_id={process_id}"]
+
+
+class _forward_signals:
+    """While open, SIGTERM and SIGINT to this launcher are sent on to `procs` as SIGTERM."""
+
+    def __init__(self, procs):
+        self._procs, self._previous = procs, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        for p in self._procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    def close(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def launch(args: list[str], processes: int = 2, devices_per_process: int = 4, port: int = 0,
@@ -57,9 +79,13 @@ def launch(args: list[str], processes: int = 2, devices_per_process: int = 4, po
     for t in threads:
         t.start()
     deadline, code = time.time() + timeout, 0
+    # SIGTERM (a pod's preemption reaches every host) or Ctrl-C: pass SIGTERM to every process;
+    # they agree on a step, save it and exit PREEMPTED_EXIT, which is not a failure to stop
+    # the others for.
+    forward = _forward_signals(procs)
     try:
         while any(p.poll() is None for p in procs):
-            failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
+            failed = [p.returncode for p in procs if p.returncode not in (None, 0, PREEMPTED_EXIT)]
             if failed or time.time() > deadline:
                 code = failed[0] if failed else 124
                 break
@@ -75,6 +101,7 @@ def launch(args: list[str], processes: int = 2, devices_per_process: int = 4, po
                 p.kill()
         for t in threads:
             t.join(timeout=5)
+        forward.close()
     return code or next((p.returncode for p in procs if p.returncode), 0)
 
 
