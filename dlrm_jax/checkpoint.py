@@ -31,7 +31,9 @@ as a one-element stand-in and given back empty.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -127,8 +129,12 @@ class Checkpointer:
             custom[RUN_TIME_KEY] = run_time._asdict()
         if log_window is not None:
             custom[LOG_WINDOW_KEY] = log_window
-        self._manager.save(step, args=ocp.args.StandardSave(state), force=True, custom_metadata=custom or None)
-        self._manager.wait_until_finished()
+        # A failed write (a full disk) is logged by every Orbax thread it reaches, each with
+        # its traceback, then raised here: the raised error is the one report the CLI gives.
+        with _quiet_orbax_thread_errors():
+            self._manager.save(step, args=ocp.args.StandardSave(state), force=True,
+                               custom_metadata=custom or None)
+            self._manager.wait_until_finished()
 
     def _custom_metadata(self, step: int) -> dict:
         return self._manager.metadata(step).custom_metadata or {}
@@ -305,6 +311,38 @@ class Checkpointer:
     def close(self) -> None:
         self._reader.close()
         self._manager.close()
+
+
+@contextlib.contextmanager
+def _quiet_orbax_thread_errors():
+    def drop(record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and "_SignalingThread" in record.getMessage())
+    loggers = [logging.getLogger("absl"), logging.getLogger()]
+    for logger in loggers:
+        logger.addFilter(drop)
+    _ignore_closed_event_loops()
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
+
+
+def _ignore_closed_event_loops() -> None:
+    """When a save fails, TensorStore's callbacks into the save's finished asyncio loops
+    raise "Event loop is closed" in other threads, during and after it, one traceback
+    each: harmless (the save is over), so they are not printed.  Any other unraisable
+    error still is."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_drops_closed_loops", False):
+        return
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value):
+            return
+        previous(unraisable)
+    hook._drops_closed_loops = True
+    sys.unraisablehook = hook
 
 
 def unreadable_path(directory: Path, step: int) -> Path:

@@ -9,7 +9,6 @@ is written last: its presence with status "done" marks a finished run.
 """
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
@@ -112,8 +111,9 @@ class MetricsLog:
         try:
             start = os.fstat(fd).st_size
             try:
-                if os.write(fd, data) != len(data):
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+                view = memoryview(data)
+                while view:  # a short write (the disk filled mid-line): the next call says why
+                    view = view[os.write(fd, view):]
             except OSError as err:
                 os.ftruncate(fd, start)  # whole lines only: cut a partial append back off
                 if err.filename is None:
