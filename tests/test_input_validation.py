@@ -1,0 +1,46 @@
+"""Bad numbers, files and flags are refused before any work: exit 2, one line naming them.
+
+Every test here calls a CLI entry in process and stops at argument or config time:
+no training, no jit compile, no fit.
+"""
+import pytest
+
+from dlrm_jax.cli import main
+
+
+def refused(argv, capsys, *fragments) -> str:
+    """Run the CLI; assert exit 2 with one stderr line containing every fragment."""
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    for f in fragments:
+        assert f in err, (f, err)
+    return err
+
+
+# -- 1. config numbers: finite floats, ints below 2**53 ------------------------------
+
+@pytest.mark.parametrize("setting, key, message", [
+    ("train.examples=2**100", "train.examples", "below 2**53"),
+    ("train.examples=10**400", "train.examples", "too large"),   # refused uncomputed
+    ("train.learning_rate=inf", "train.learning_rate", "finite"),
+    ("embedding.exchange_headroom=1e400", "embedding.exchange_headroom", "finite"),
+    ("synthetic.zipf=inf", "synthetic.zipf", "finite"),
+    ("synthetic.pair_effect=nan", "synthetic.pair_effect", "finite"),
+    ("synthetic.dense_effect=-inf", "synthetic.dense_effect", "finite"),
+    ("model.top_mlp=64,2**60", "model.top_mlp[1]", "below 2**53"),
+    ("model.table_rows=9007199254740993", "model.table_rows", "below 2**53"),
+])
+def test_config_numbers_must_be_finite_and_in_range(setting, key, message, tmp_path, capsys):
+    out = tmp_path / "r"
+    refused(["train", "--preset", "tiny", "--set", setting, "--out", str(out)], capsys,
+            "dlrm-scaling train: error:", key, message)
+    assert not out.exists()
+
+
+def test_a_flop_budget_may_pass_2_to_the_53():
+    # A paper-scale IsoFLOP budget (1e18 FLOPs) is a label, not a count the run loops over.
+    from dlrm_jax.config import load_config
+    assert load_config("tiny", ["train.flop_budget=10**18"]).train.flop_budget == 10 ** 18
