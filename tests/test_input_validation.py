@@ -44,3 +44,36 @@ def test_a_flop_budget_may_pass_2_to_the_53():
     # A paper-scale IsoFLOP budget (1e18 FLOPs) is a label, not a count the run loops over.
     from dlrm_jax.config import load_config
     assert load_config("tiny", ["train.flop_budget=10**18"]).train.flop_budget == 10 ** 18
+
+
+# -- 2. a world JSON with NaN or Infinity --------------------------------------------
+
+def _world_with(tmp_path, path: str, value: float):
+    """The shipped criteo-like world with one number replaced (json.dumps writes NaN/Infinity)."""
+    import json
+
+    from dlrm_jax.data.world import resolve
+    d = json.loads(resolve("criteo-like").read_text())
+    *parents, last = path.replace("[", ".").replace("]", "").split(".")
+    node = d
+    for k in parents:
+        node = node[int(k)] if isinstance(node, list) else node[k]
+    node[int(last) if isinstance(node, list) else last] = value
+    f = tmp_path / "world.json"
+    f.write_text(json.dumps(d))
+    return f
+
+
+@pytest.mark.parametrize("path, value", [
+    ("categorical.C4.s", float("nan")),           # trained to a "done" run on main
+    ("categorical.C2.head[0]", float("nan")),
+    ("teacher.pair_effect", float("inf")),
+    ("dense.I3.quantiles[68]", float("inf")),     # ended in a scipy traceback on main
+    ("categorical.C7.q", float("nan")),
+])
+def test_world_json_numbers_must_be_finite(path, value, tmp_path, capsys):
+    world = _world_with(tmp_path, path, value)
+    out = tmp_path / "r"
+    refused(["train", "--preset", "tiny", "--set", f"synthetic.world={world}", "--out", str(out)],
+            capsys, str(world), f"{path} must be a finite number")
+    assert not out.exists()
