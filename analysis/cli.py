@@ -9,6 +9,7 @@ returns 2; success prints the summary and returns 0.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 PROG = "dlrm-scaling analyze"
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run `analyze` with the arguments after the word `analyze`; returns the exit code."""
     from analysis.render import summary_text
     from analysis.report import write_report   # keeps --help fast
+    from analysis.results import AxisError
 
     args, code = parse(_parser(), argv, PROG)
     if args is None:
@@ -76,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--huber-delta must be > 0, got {args.huber_delta}")
         if not 0 < args.level < 1:
             raise ValueError(f"--level must be in (0, 1), got {args.level}")
+        for t in args.target or ():
+            if not (math.isfinite(t) and t > 0):   # NE is positive; nan compares false everywhere
+                raise ValueError(f"--target must be a positive finite NE, got {t}")
         axes = {}
         for a in args.axis:
             scheme, sep, column = a.partition("=")
@@ -86,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                             holdout=args.holdout, huber_delta=args.huber_delta, level=args.level,
                             axes=axes or None, targets=args.target)
     except (ValueError, OSError) as e:
-        msg = " ".join(str(e).split())      # one line, whatever the exception text
+        text = f"--axis {e.scheme}={e.column}: {e.reason}" if isinstance(e, AxisError) else str(e)
+        msg = " ".join(text.split())        # one line, whatever the exception text
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2
     print(summary_text(fits))

@@ -77,3 +77,29 @@ def test_world_json_numbers_must_be_finite(path, value, tmp_path, capsys):
     refused(["train", "--preset", "tiny", "--set", f"synthetic.world={world}", "--out", str(out)],
             capsys, str(world), f"{path} must be a finite number")
     assert not out.exists()
+
+
+# -- 3. analyze: --target and --axis -------------------------------------------------
+
+@pytest.fixture
+def sweep_csv(tmp_path):
+    from test_analysis_report import sweep_rows, write_csv
+    return write_csv(tmp_path / "sweep" / "results.csv", sweep_rows())
+
+
+@pytest.mark.parametrize("flags, fragments", [
+    (["--target", "nan"], ["--target", "nan"]),
+    (["--target", "-1"], ["--target", "-1"]),
+    (["--target", "0.6", "--target", "inf"], ["--target", "inf"]),
+    # compute is a grid scheme: its envelope fit raised KeyError: 'NOSUCHCOLUMN'
+    (["--axis", "compute=NOSUCHCOLUMN"], ["--axis compute=NOSUCHCOLUMN", "no column 'NOSUCHCOLUMN'",
+                                          "can be an axis: ", "train_flops", "params_dense"]),
+    (["--axis", "data=NOSUCHCOLUMN"], ["--axis data=NOSUCHCOLUMN", "train_examples"]),   # was skipped
+    (["--axis", "nosuch=train_flops"], ["--axis nosuch=train_flops", "no scheme 'nosuch'",
+                                        "compute, data, embedding_dim"]),                 # was ignored
+])
+def test_analyze_refuses_bad_targets_and_axes(flags, fragments, sweep_csv, tmp_path, capsys):
+    out = tmp_path / "report"
+    refused(["analyze", str(sweep_csv), "--out", str(out), "--bootstrap", "0", *flags], capsys,
+            "dlrm-scaling analyze: error:", *fragments)
+    assert not out.exists()
