@@ -18,8 +18,9 @@ along the path, up to 10x beyond the sizes measured, for the point estimate and 
 bootstrap refit; an optimum at the end of that range is reported as a bound), the NE there, and
 the config as `--set` lines. `--target-ne X`: the least C whose best NE reaches X, or
 "unreachable" when X is at or below the asymptote E (or, on synthetic data, the
-Bayes-optimal NE of the evaluation set, which no model beats). A budget more than 100x outside
-the measured FLOPs gets a warning. `--memory` / `--topology` bound the embedding
+Bayes-optimal NE of the evaluation set, which no model beats); a target the study's
+smallest budget already reaches is refused too (below the measured budgets the law is no
+estimate). A budget more than 100x outside the measured FLOPs gets a warning. `--memory` / `--topology` bound the embedding
 tables: when the study's tables (float32 rows x D plus row-wise Adagrad's 4 bytes per
 row) do not fit, a per-table row cap `model.table_rows` is proposed, with a warning
 that the law was fitted at the study's table sizes. Topologies use the analytic HBM
@@ -103,6 +104,8 @@ class Study:
     table_rows: float | None                   # total rows of the study's tables
     embed_dim_fixed: float | None              # D when the path does not vary it
     bayes_ne: float | None = None              # Bayes-optimal NE of the eval data (synthetic)
+    # (NE, run, training FLOPs): the best NE measured at the study's smallest budget
+    cheapest: tuple[float, str, float] | None = None
 
 
 @dataclass
@@ -219,7 +222,24 @@ def load_study(path, *, bootstrap: int = 200, seed: int = 0, level: float = 0.95
     dim_fixed = dim if "model.embed_dim" not in path.keys else None
     bayes = pd.to_numeric(runs["bayes_ne"], errors="coerce").dropna() if "bayes_ne" in runs else pd.Series([])
     return Study(str(p), runs, which, fit, path, (float(np.nanmin(flops)), float(np.nanmax(flops))),
-                 str(ref["run"]), rows, dim_fixed, float(bayes.median()) if len(bayes) else None)
+                 str(ref["run"]), rows, dim_fixed, float(bayes.median()) if len(bayes) else None,
+                 _cheapest(runs, which))
+
+
+def _cheapest(runs: pd.DataFrame, which: str) -> tuple[float, str, float] | None:
+    """(NE, run, FLOPs) of the best run at the smallest budget: the IsoFLOP runs of the least
+    `train.flop_budget`, else the runs of the least training FLOPs."""
+    if which == "isoflop":
+        budget = pd.to_numeric(runs[BUDGET_COLUMN], errors="coerce")
+        group = runs[budget == budget.min()]
+    else:
+        flops = pd.to_numeric(runs["train_flops"], errors="coerce")
+        group = runs[flops == flops.min()]
+    ne = pd.to_numeric(group["eval_ne"], errors="coerce")
+    if not np.isfinite(ne).any():
+        return None
+    best = group.loc[ne.idxmin()]
+    return float(ne.min()), str(best["run"]), float(best["train_flops"])
 
 
 def _config_embed_dim(study: Path, ref) -> float | None:
@@ -310,6 +330,17 @@ def plan_for_target(study: Study, target: float, memory: float | None = None) ->
     if target <= fit.E:
         raise PlanError(f"target NE {target:g} is at or below the fitted asymptote E = {e_txt}: unreachable "
                         "with any model size and data under this law")
+    # A target the smallest budget measured already reaches is refused, not planned: its
+    # answer lies below every budget measured, where small runs are still in the learning
+    # onset (DESIGN.md: NE falls faster than the law there), so the law's inverse is no
+    # estimate.  Far enough below, the answer was the search grid's floor and a batch-
+    # rounded example count, outside the plan's own bootstrap interval.
+    if study.cheapest is not None and target >= study.cheapest[0]:
+        ne, run, flops = study.cheapest
+        raise PlanError(f"target NE {target:g} is at or above NE {ne:.4g}, which the study's smallest budget "
+                        f"already reaches (run {run}, {flops:.3g} training FLOPs): below the budgets measured "
+                        "the law is an extrapolation, not a plan; train that run's config or ask for a lower "
+                        "target")
     lo_c, hi_c = study.flops_range
     cs = np.geomspace(lo_c / 1e6, hi_c * 1e12, 181)     # 0.1-decade steps, interpolated
 

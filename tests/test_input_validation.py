@@ -103,3 +103,25 @@ def test_analyze_refuses_bad_targets_and_axes(flags, fragments, sweep_csv, tmp_p
     refused(["analyze", str(sweep_csv), "--out", str(out), "--bootstrap", "0", *flags], capsys,
             "dlrm-scaling analyze: error:", *fragments)
     assert not out.exists()
+
+
+# -- 4. plan: a target the study's smallest budget already reaches ------------------
+
+@pytest.fixture
+def isoflop_study(tmp_path):
+    from test_planner import write_study
+    return write_study(tmp_path)
+
+
+@pytest.mark.parametrize("target", ["5", "50"])
+def test_plan_refuses_a_target_below_the_budgets_measured(target, isoflop_study, capsys):
+    # On main NE 50 was "planned" at the search grid's floor, 1e+07 FLOPs, with 256 examples
+    # against an interval of [268, 268]: a point estimate outside its own interval.
+    refused(["plan", str(isoflop_study), "--target-ne", target, "--bootstrap", "0"], capsys,
+            "dlrm-scaling plan: error:", f"target NE {target} is at or above NE",
+            "smallest budget already reaches (run c1e+13_")
+
+
+def test_plan_still_answers_a_target_within_the_budgets_measured(isoflop_study, capsys):
+    assert main(["plan", str(isoflop_study), "--target-ne", "1.5", "--bootstrap", "0"]) == 0
+    assert "least training FLOPs to reach NE 1.5" in capsys.readouterr().out
