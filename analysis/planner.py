@@ -24,7 +24,7 @@ estimate). A budget more than 100x outside the measured FLOPs gets a warning. `-
 tables: when the study's tables (float32 rows x D plus row-wise Adagrad's 4 bytes per
 row) do not fit, a per-table row cap `model.table_rows` is proposed, with a warning
 that the law was fitted at the study's table sizes. Topologies use the analytic HBM
-per chip below (there is no compile-based memory check in the codebase yet).
+per chip of `dlrm_jax.tpu_topologies` (`dlrm-scaling compile --topology` checks by compiling).
 
 Bad input (missing study, nothing to fit, an unreachable target) raises `PlanError`
 (a ValueError): one line, exit 2 at the CLI (`analysis.plan_cli`).
@@ -46,16 +46,16 @@ from analysis.bootstrap import percentile_interval
 from analysis.compute_optimal import BUDGET_COLUMN, isoflop_runs
 from analysis.laws import AdditivePowerLawFit, fit_additive_power_law
 from analysis.results import ResultsWarning, load_results
+from dlrm_jax import tpu_topologies         # plain Python: names and sizes, no JAX
+from dlrm_jax.errors import UserError
 
 EXTRAPOLATION_WARN = 100.0      # warn beyond this factor outside the measured FLOPs
 NUM_TABLES = 26                 # Criteo's categorical features (dlrm_jax.data.base.NUM_SPARSE)
 BYTES_PER_FLOAT = 4
-# HBM per chip (GiB) from Google Cloud's TPU pages; a share is left for the dense
-# arch, optimizer state of the MLPs, activations and XLA's buffers.
-HBM_GIB = {"v4": 32, "v5e": 16, "v5litepod": 16, "v5p": 95, "v6e": 32, "tpu7x": 192}
+# TPU slices (names, chips, HBM per chip from Google Cloud's TPU pages) are
+# dlrm_jax.tpu_topologies', the check `compile --topology` uses.  A share of HBM is left
+# for the dense arch, optimizer state of the MLPs, activations and XLA's buffers.
 TABLE_SHARE = 0.75
-# In `v4-N` and `v5p-N` N counts TensorCores (2 per chip); in `v5e-N`, `v6e-N` chips.
-CORES_PER_CHIP = {"v4": 2, "v5p": 2, "v5e": 1, "v5litepod": 1, "v6e": 1}
 # The 1-D search spans the study's model sizes and this factor beyond them on each side:
 # further out the path's settings and FLOPs per example are guesses, not interpolations.
 SEARCH_FACTOR = 10.0
@@ -450,20 +450,15 @@ def parse_bytes(text: str) -> float:
 
 
 def topology_memory(name: str) -> tuple[float, str]:
-    """Bytes for tables on a TPU slice, from the analytic HBM per chip; (bytes, description)."""
-    m = re.fullmatch(r"(v4|v5e|v5litepod|v5p|v6e|tpu7x)(?::(\d+(?:x\d+)*)|-(\d+))", name.strip())
-    if not m:
-        raise PlanError(f"--topology {name!r}: expected GENERATION:AxB[xC] (v5e:4x4, v5p:4x4x4, tpu7x:2x2x1) "
-                        f"or GENERATION-N (v5p-128, v6e-16) with GENERATION one of {', '.join(HBM_GIB)}")
-    gen = m.group(1)
-    if m.group(2):
-        chips = int(np.prod([int(x) for x in m.group(2).split("x")]))
-    else:
-        if gen not in CORES_PER_CHIP:
-            raise PlanError(f"--topology {name!r}: give {gen} slices as {gen}:AxBxC (chips per axis)")
-        chips = int(m.group(3)) // CORES_PER_CHIP[gen]
-    if chips < 1:
-        raise PlanError(f"--topology {name!r} has no chips")
-    total = chips * HBM_GIB[gen] * 2**30 * TABLE_SHARE
-    return total, (f"{name}: {chips} chips x {HBM_GIB[gen]} GiB HBM x {TABLE_SHARE:.0%} for tables "
+    """Bytes for tables on a TPU slice, from the analytic HBM per chip; (bytes, description).
+
+    Names are checked by `dlrm_jax.tpu_topologies.parse`, as `compile --topology` checks
+    them: a slice the planner sizes tables for is one the compiler can be asked about."""
+    try:
+        s = tpu_topologies.parse(name)
+    except UserError as e:
+        raise PlanError(f"--topology {name!r}: {e}") from None
+    per_chip = s.hbm_bytes_per_chip / 2**30
+    total = s.chips * s.hbm_bytes_per_chip * TABLE_SHARE
+    return total, (f"{name}: {s.chips} chips x {per_chip:g} GiB HBM x {TABLE_SHARE:.0%} for tables "
                    f"= {total / 2**30:.4g} GiB (analytic)")

@@ -99,8 +99,7 @@ def _run(args) -> int:
         if args.batch <= 0:
             raise UserError(f"--batch must be positive, got {args.batch}")
         cfg = cfg.replace(**{"train.batch_size": args.batch, "train.examples": max(cfg.train.examples, args.batch)})
-    names = [t for t in (args.topology or "").split(",") if t.strip()]
-    slices = [tpu_topologies.parse(t, args.slices) for t in names]  # all names checked before any compile
+    slices = _targets(args.topology, args.slices)   # all names checked before any compile
     reports = []
     if slices:
         for s in slices:
@@ -121,6 +120,22 @@ def _run(args) -> int:
         print("smallest that fits: " + (min(fit, key=lambda r: r["devices"])["target"] if fit
                                         else "none of " + ", ".join(r["target"] for r in reports)))
     return 0
+
+
+def _targets(topology: str | None, slices: int) -> list:
+    """The TPU Slices of `--topology A,B --slices K`; [] for CPU devices (no --topology).
+
+    `--topology ,` (or an empty name between commas) was read as no topology at all and
+    compiled for the CPU without a word; --slices without --topology was ignored."""
+    from dlrm_jax import tpu_topologies
+    if topology is None:
+        if slices != 1:
+            raise UserError(f"--slices {slices} needs --topology (slices of a TPU topology)")
+        return []
+    names = [t.strip() for t in topology.split(",")]
+    if not all(names):
+        raise UserError(f"--topology {topology!r} has an empty name; give NAME[,NAME...], e.g. v5e-16,v5p-128")
+    return [tpu_topologies.parse(t, slices) for t in names]
 
 
 def compile_report(cfg, devices, target=None) -> dict:

@@ -8,6 +8,12 @@ import pytest
 from dlrm_jax.cli import main
 
 
+# A train whose bad number got through would run (2**100 examples: forever); with a data
+# source that does not exist it stops at once with another message instead.  The checks
+# under test come first, so with them in place the data source is never reached.
+FAIL_FAST = ["--set", "data.source=criteo:/nonexistent"]
+
+
 def refused(argv, capsys, *fragments) -> str:
     """Run the CLI; assert exit 2 with one stderr line containing every fragment."""
     code = main(argv)
@@ -35,7 +41,7 @@ def refused(argv, capsys, *fragments) -> str:
 ])
 def test_config_numbers_must_be_finite_and_in_range(setting, key, message, tmp_path, capsys):
     out = tmp_path / "r"
-    refused(["train", "--preset", "tiny", "--set", setting, "--out", str(out)], capsys,
+    refused(["train", "--preset", "tiny", *FAIL_FAST, "--set", setting, "--out", str(out)], capsys,
             "dlrm-scaling train: error:", key, message)
     assert not out.exists()
 
@@ -74,7 +80,7 @@ def _world_with(tmp_path, path: str, value: float):
 def test_world_json_numbers_must_be_finite(path, value, tmp_path, capsys):
     world = _world_with(tmp_path, path, value)
     out = tmp_path / "r"
-    refused(["train", "--preset", "tiny", "--set", f"synthetic.world={world}", "--out", str(out)],
+    refused(["train", "--preset", "tiny", *FAIL_FAST, "--set", f"synthetic.world={world}", "--out", str(out)],
             capsys, str(world), f"{path} must be a finite number")
     assert not out.exists()
 
@@ -125,3 +131,42 @@ def test_plan_refuses_a_target_below_the_budgets_measured(target, isoflop_study,
 def test_plan_still_answers_a_target_within_the_budgets_measured(isoflop_study, capsys):
     assert main(["plan", str(isoflop_study), "--target-ne", "1.5", "--bootstrap", "0"]) == 0
     assert "least training FLOPs to reach NE 1.5" in capsys.readouterr().out
+
+
+# -- 5. TPU slices: one check for compile and plan -----------------------------------
+
+@pytest.mark.parametrize("flags, fragments", [
+    (["--topology", ","], ["--topology ','", "empty name"]),           # compiled for the CPU on main
+    (["--topology", "v5e-4,"], ["--topology 'v5e-4,'", "empty name"]),
+    # libtpu aborts the process (C++ CHECK, SIGABRT) at 512 slices or more
+    (["--topology", "v5e-4", "--slices", "1000"], ["--slices must be 1 to 511", "libtpu"]),
+    (["--topology", "v5e-4", "--slices", "512"], ["--slices must be 1 to 511", "libtpu"]),
+])
+def test_compile_refuses_bad_topologies_and_slice_counts(flags, fragments, tmp_path, capsys):
+    hlo = tmp_path / "step.hlo"
+    refused(["compile", "--preset", "tiny", *flags, "--hlo-out", str(hlo)], capsys,
+            "dlrm-scaling compile: error:", *fragments)
+    assert not hlo.exists()
+
+
+@pytest.mark.parametrize("name", ["v5p:3x3x3", "v5e:2x2x2", "v6e-12"])
+def test_plan_refuses_the_slices_compile_refuses(name, isoflop_study, capsys):
+    refused(["plan", str(isoflop_study), "--flops", "2e14", "--bootstrap", "0", "--topology", name],
+            capsys, f"--topology {name!r}: unknown TPU topology")
+
+
+def test_plan_and_compile_accept_the_same_slices():
+    from analysis.planner import PlanError, topology_memory
+    from dlrm_jax import tpu_topologies
+    from dlrm_jax.errors import UserError
+    names = tpu_topologies.accepted_names() + ["v5p:4x4x4", "v5litepod-16", "tpu7x:2x2x1",
+                                               "v5p:3x3x3", "v4-6", "v9-8", "v5e"]
+    for name in names:
+        try:
+            s = tpu_topologies.parse(name)
+        except UserError:
+            with pytest.raises(PlanError):
+                topology_memory(name)
+            continue
+        assert topology_memory(name)[0] == s.chips * s.hbm_bytes_per_chip * 0.75, name
+    assert topology_memory("tpu7x-8")[0] == 4 * 192 * 2 ** 30 * 0.75   # main's plan refused it
