@@ -100,6 +100,10 @@ def _run(args) -> int:
             raise UserError(f"--batch must be positive, got {args.batch}")
         cfg = cfg.replace(**{"train.batch_size": args.batch, "train.examples": max(cfg.train.examples, args.batch)})
     slices = _targets(args.topology, args.slices)   # all names checked before any compile
+    if args.hlo_out:                                # and where the HLO goes (it was found after)
+        from dlrm_jax.files import check_writable_file
+        for s in slices if len(slices) > 1 else [None]:
+            check_writable_file(args.hlo_out if s is None else f"{args.hlo_out}.{s.name}", "--hlo-out")
     reports = []
     if slices:
         for s in slices:
