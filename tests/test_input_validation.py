@@ -205,3 +205,44 @@ def test_calibrate_checks_out_and_teacher_before_fitting(tmp_path, a_file, capsy
 def test_analyze_checks_out_before_fitting(sweep_csv, a_file, capsys):
     refused(["analyze", str(sweep_csv), "--out", str(a_file), "--bootstrap", "0"], capsys,
             f"--out {a_file}: {a_file} is a file, not a directory")
+
+
+# -- 7. criteo-multihot: --out and bag sizes checked before writing ------------------
+
+@pytest.fixture
+def one_hot(tmp_path):
+    from dlrm_jax.data.criteo import format as cf
+    from dlrm_jax.data.criteo.prepare import PrepareOptions, prepare
+    (tmp_path / "a.tsv").write_bytes(cf.format_rows(cf.synthetic_rows(300, seed=0)))
+    prepare([tmp_path / "a.tsv"], tmp_path / "one", PrepareOptions(hash_rows=tuple(range(100, 126))),
+            log=None)
+    return tmp_path / "one"
+
+
+def _sizes(first: int) -> str:
+    return ",".join([str(first)] + ["1"] * 25)
+
+
+def test_multihot_refuses_a_file_as_out(one_hot, a_file, capsys):
+    refused(["data", "criteo-multihot", "--src", str(one_hot), "--out", str(a_file)], capsys,
+            f"--out {a_file}: {a_file} is a file, not a directory")      # NotADirectoryError on main
+
+
+def test_multihot_refuses_bags_too_large_for_memory_and_leaves_nothing(one_hot, tmp_path, capsys):
+    out = tmp_path / "hot"
+    # 100 rows x 10**12 ids: a MemoryError on main, after creating OUT/tables
+    refused(["data", "criteo-multihot", "--src", str(one_hot), "--out", str(out),
+             "--multi-hot", _sizes(10 ** 12)], capsys, "--multi-hot: table C1", "GiB of memory")
+    assert not out.exists()
+
+
+def test_multihot_refuses_bags_too_large_for_the_disk(one_hot, tmp_path, capsys, monkeypatch):
+    import shutil
+    from collections import namedtuple
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 ** 6, 10 ** 6 - 1000, 1000))
+    out = tmp_path / "hot"
+    refused(["data", "criteo-multihot", "--src", str(one_hot), "--out", str(out),
+             "--multi-hot", _sizes(2)], capsys, f"--out {out}: the multi-hot tables and shards need",
+            "GiB free")
+    assert not out.exists()
