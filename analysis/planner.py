@@ -217,7 +217,10 @@ def load_study(path, *, bootstrap: int = 200, seed: int = 0, level: float = 0.95
     path = _path(runs)
     # The embedding dimension of the reference run: a results column when the sweep varied
     # it, else from the run's own config.json (results.csv holds only the varied values).
-    dim = float(ref["model.embed_dim"]) if "model.embed_dim" in runs else _config_embed_dim(p, ref)
+    # In a directory of sweeps the column comes from the sweep that varied it (embedding_dim)
+    # and is empty for the runs of the others: NaN there, not a dimension.
+    dim = pd.to_numeric(pd.Series([ref.get("model.embed_dim")]), errors="coerce").iloc[0]
+    dim = float(dim) if np.isfinite(dim) and dim > 0 else _config_embed_dim(p, ref)
     rows = float(ref["params_embedding"]) / dim if dim and "params_embedding" in runs else None
     dim_fixed = dim if "model.embed_dim" not in path.keys else None
     bayes = pd.to_numeric(runs["bayes_ne"], errors="coerce").dropna() if "bayes_ne" in runs else pd.Series([])
@@ -412,6 +415,9 @@ def _finish(study: Study, plan: Plan, n: float, flops: float, memory: float | No
     if study.table_rows is None and memory is not None:
         plan.warnings.append("the study records no table size (no embedding dimension in its results or run "
                              "directories), so the memory bound was not applied")
+    elif study.table_rows is None:
+        plan.notes.append(f"embedding tables: size unknown (run {study.reference_run} records no "
+                          "model.embed_dim in the results or its config.json)")
     if study.table_rows is not None:
         dim = float(sets["model.embed_dim"]) if "model.embed_dim" in sets else study.embed_dim_fixed
         if dim:

@@ -246,3 +246,47 @@ def test_multihot_refuses_bags_too_large_for_the_disk(one_hot, tmp_path, capsys,
              "--multi-hot", _sizes(2)], capsys, f"--out {out}: the multi-hot tables and shards need",
             "GiB free")
     assert not out.exists()
+
+
+# -- 8. plan on a directory of sweeps: the table size of the compute runs ------------
+
+def _demo_dir(tmp_path, with_configs: bool):
+    """DEMO/compute (widths x examples, no model.embed_dim column) beside DEMO/embedding_dim
+    (which has one): load_results joins them, so the compute runs' column is empty."""
+    import json
+
+    import pandas as pd
+    from test_planner import ROWS, law
+    demo = tmp_path / "demo"
+    rows = [{"run": f"w{w}_d{int(d)}", "sweep": "compute", "status": "done",
+             "model.top_mlp": f"{64 * w:g},{32 * w:g}", "train_examples": d, "params_dense": 4e5 * w,
+             "params_embedding": ROWS * 16, "flops_per_example": 2.4e6 * w + 1e5,
+             "train_flops": (2.4e6 * w + 1e5) * d, "eval_ne": law(4e5 * w, d)}
+            for w in (0.5, 1, 2) for d in (1e7, 2e7, 4e7, 8e7)]
+    emb = [{"run": f"dim{d}", "sweep": "embedding_dim", "status": "done", "model.embed_dim": d,
+            "train_examples": 1e7, "params_dense": 4e5, "params_embedding": ROWS * d,
+            "flops_per_example": 2.5e6, "train_flops": 2.5e13, "eval_ne": 0.9 - 0.01 * d}
+           for d in (4, 8, 16)]
+    for sweep, table in (("compute", rows), ("embedding_dim", emb)):
+        (demo / sweep).mkdir(parents=True)
+        pd.DataFrame(table).to_csv(demo / sweep / "results.csv", index=False)
+    if with_configs:
+        for r in rows:
+            (demo / "compute" / r["run"]).mkdir()
+            (demo / "compute" / r["run"] / "config.json").write_text(json.dumps({"model": {"embed_dim": 16}}))
+    return demo
+
+
+def test_plan_on_a_directory_of_sweeps_reads_the_table_size_from_config(tmp_path, capsys):
+    demo = _demo_dir(tmp_path, with_configs=True)
+    assert main(["plan", str(demo), "--flops", "1e15", "--bootstrap", "0"]) == 0
+    out = capsys.readouterr().out
+    gib = 50_000 * (16 + 1) * 4 / 2 ** 30               # ROWS x (D weights + 1 Adagrad) x float32
+    assert f"embedding tables: {gib:.3g} GiB" in out and "nan" not in out   # "nan GiB" on main
+
+
+def test_plan_says_which_run_lacks_the_table_size(tmp_path, capsys):
+    demo = _demo_dir(tmp_path, with_configs=False)
+    assert main(["plan", str(demo), "--flops", "1e15", "--bootstrap", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "nan" not in out and "embedding tables: size unknown (run w1_d" in out
