@@ -32,9 +32,10 @@ _HOST_DEVICES = "--xla_force_host_platform_device_count"
 
 
 def _parser() -> argparse.ArgumentParser:
+    from dlrm_jax.config import PRESETS   # plain Python: importing it starts no JAX
     p = argparse.ArgumentParser(prog="dlrm-scaling compile",
                                 description="compile the train step ahead of time and report per device")
-    p.add_argument("--preset", help="named preset: tiny, small, criteo-kaggle, criteo-mlperf")
+    p.add_argument("--preset", help=f"named preset: {', '.join(PRESETS)}")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable)")
     target = p.add_mutually_exclusive_group()

@@ -290,3 +290,14 @@ def test_plan_says_which_run_lacks_the_table_size(tmp_path, capsys):
     assert main(["plan", str(demo), "--flops", "1e15", "--bootstrap", "0"]) == 0
     out = capsys.readouterr().out
     assert "nan" not in out and "embedding tables: size unknown (run w1_d" in out
+
+
+# -- 9. compile --help lists every preset ---------------------------------------------
+
+def test_compile_help_lists_every_preset(capsys):
+    from dlrm_jax.config import PRESETS
+    with pytest.raises(SystemExit) as e:
+        main(["compile", "--help"])
+    assert e.value.code == 0
+    text = "".join(capsys.readouterr().out.split())      # argparse wraps the help, also at "-"
+    assert f"namedpreset:{','.join(PRESETS)}" in text       # criteo-mlperf-dcnv2 was missing
