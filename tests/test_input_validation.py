@@ -301,3 +301,19 @@ def test_compile_help_lists_every_preset(capsys):
     assert e.value.code == 0
     text = "".join(capsys.readouterr().out.split())      # argparse wraps the help, also at "-"
     assert f"namedpreset:{','.join(PRESETS)}" in text       # criteo-mlperf-dcnv2 was missing
+
+
+# -- 10. the README's demo run count -------------------------------------------------
+
+def test_readme_counts_the_demos_runs():
+    import re
+    from pathlib import Path
+
+    from dlrm_jax.config import load_config
+    from dlrm_jax.demo import PRESET, SWEEPS
+    from sweeps import load_sweep
+    runs = sum(len(load_sweep(name).points(load_config(PRESET, overrides)))
+               for name, overrides in SWEEPS.items())
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    said = re.search(r"(\d+) training runs and the analysis", " ".join(readme.split()))
+    assert said and int(said.group(1)) == runs == 28          # the README said 27
