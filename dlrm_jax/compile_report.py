@@ -52,8 +52,10 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.devices is not None:
-            if args.devices < 1:
-                raise UserError(f"--devices must be >= 1, got {args.devices}")
+            most = _max_devices()
+            if not 1 <= args.devices <= most:
+                raise UserError(f"--devices must be 1 to {most} (the devices of the largest TPU slice named "
+                                f"in tpu_topologies), got {args.devices}")
             code = _ensure_host_devices(args.devices, argv)
             if code is not None:
                 return code
@@ -65,6 +67,14 @@ def main(argv: list[str]) -> int:
     except UserError as err:
         print(f"dlrm-scaling compile: error: {err}", file=sys.stderr)
         return 2
+
+
+def _max_devices() -> int:
+    """Fake CPU devices stand in for a slice's: no more than the largest slice has (8192;
+    XLA took 54 s to start that many on the 2-core VM, and 10**8 never finished)."""
+    from dlrm_jax import tpu_topologies
+    return max(tpu_topologies.parse(n).chips * tpu_topologies.parse(n).devices_per_chip
+               for n in tpu_topologies.accepted_names())
 
 
 def _ensure_host_devices(n: int, argv: list[str]) -> int | None:

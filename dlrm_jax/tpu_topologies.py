@@ -53,9 +53,13 @@ class Slice(NamedTuple):
     hbm_bytes: int            # per JAX device
 
     @property
-    def hbm_bytes_per_chip(self) -> int:
+    def devices_per_chip(self) -> int:
         """Megacore chips are one JAX device; tpu7x's two TensorCores are two."""
-        return self.hbm_bytes * (1 if self.chip_config == "megacore" else GENERATIONS[self.generation][1])
+        return 1 if self.chip_config == "megacore" else GENERATIONS[self.generation][1]
+
+    @property
+    def hbm_bytes_per_chip(self) -> int:
+        return self.hbm_bytes * self.devices_per_chip
 
 
 def accepted_names() -> list[str]:

@@ -317,3 +317,32 @@ def test_readme_counts_the_demos_runs():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     said = re.search(r"(\d+) training runs and the analysis", " ".join(readme.split()))
     assert said and int(said.group(1)) == runs == 28          # the README said 27
+
+
+# -- more flags: counts and seeds of analyze, plan and compile -----------------------
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--bootstrap", str(10 ** 11)], "--bootstrap must be 0 to 100,000"),   # a MemoryError on main
+    (["--seed", "-1"], "--seed must be >= 0"),                    # "no scheme could be fitted"
+    (["--huber-delta", "inf"], "--huber-delta must be a positive finite number"),
+])
+def test_analyze_refuses_bad_fit_flags(flags, fragment, sweep_csv, tmp_path, capsys):
+    refused(["analyze", str(sweep_csv), "--out", str(tmp_path / "r"), *flags], capsys, fragment)
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--bootstrap", str(10 ** 11)], "--bootstrap must be 0 to 100,000"),   # a MemoryError on main
+    (["--seed", "-1"], "--seed must be >= 0"),                    # "cannot fit the joint law"
+])
+def test_plan_refuses_bad_fit_flags(flags, fragment, isoflop_study, capsys):
+    refused(["plan", str(isoflop_study), "--flops", "2e14", *flags], capsys, fragment)
+
+
+def test_compile_refuses_more_fake_devices_than_any_slice(capsys, monkeypatch):
+    from dlrm_jax import compile_report
+
+    def no_child(*a, **k):      # on main: a child JAX with 10**8 CPU devices, which never starts
+        raise AssertionError("re-ran compile in a child process")
+    monkeypatch.setattr(compile_report.subprocess, "run", no_child)
+    refused(["compile", "--preset", "tiny", "--devices", str(10 ** 8)], capsys,
+            "--devices must be 1 to 8192")
