@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.holdout < 0:
             raise ValueError(f"--holdout must be >= 0, got {args.holdout}")
         if not (math.isfinite(args.huber_delta) and args.huber_delta > 0):
-            raise ValueError(f"--huber-delta must be a positive finite number, got {args.huber_delta}")
+            raise ValueError(f"--huber-delta must be a positive finite number, "
+                             f"got {args.huber_delta}")
         for t in args.target or ():
             if not (math.isfinite(t) and t > 0):   # NE is positive; nan compares false everywhere
                 raise ValueError(f"--target must be a positive finite NE, got {t}")

@@ -20,11 +20,12 @@ the config as `--set` lines. `--target-ne X`: the least C whose best NE reaches 
 "unreachable" when X is at or below the asymptote E (or, on synthetic data, the
 Bayes-optimal NE of the evaluation set, which no model beats); a target the study's
 smallest budget already reaches is refused too (below the measured budgets the law is no
-estimate). A budget more than 100x outside the measured FLOPs gets a warning. `--memory` / `--topology` bound the embedding
-tables: when the study's tables (float32 rows x D plus row-wise Adagrad's 4 bytes per
-row) do not fit, a per-table row cap `model.table_rows` is proposed, with a warning
-that the law was fitted at the study's table sizes. Topologies use the analytic HBM
-per chip of `dlrm_jax.tpu_topologies` (`dlrm-scaling compile --topology` checks by compiling).
+estimate). A budget more than 100x outside the measured FLOPs gets a warning.
+`--memory` / `--topology` bound the embedding tables: when the study's tables (float32
+rows x D plus row-wise Adagrad's 4 bytes per row) do not fit, a per-table row cap
+`model.table_rows` is proposed, with a warning that the law was fitted at the study's
+table sizes. Topologies use the analytic HBM per chip of `dlrm_jax.tpu_topologies` (the
+slice names `dlrm-scaling compile --topology` takes, which checks by compiling).
 
 Bad input (missing study, nothing to fit, an unreachable target) raises `PlanError`
 (a ValueError): one line, exit 2 at the CLI (`analysis.plan_cli`).
@@ -340,10 +341,10 @@ def plan_for_target(study: Study, target: float, memory: float | None = None) ->
     # rounded example count, outside the plan's own bootstrap interval.
     if study.cheapest is not None and target >= study.cheapest[0]:
         ne, run, flops = study.cheapest
-        raise PlanError(f"target NE {target:g} is at or above NE {ne:.4g}, which the study's smallest budget "
-                        f"already reaches (run {run}, {flops:.3g} training FLOPs): below the budgets measured "
-                        "the law is an extrapolation, not a plan; train that run's config or ask for a lower "
-                        "target")
+        raise PlanError(f"target NE {target:g} is at or above NE {ne:.4g}, which the study's "
+                        f"smallest budget already reaches (run {run}, {flops:.3g} training FLOPs): "
+                        "below the budgets measured the law is an extrapolation, not a plan; train "
+                        "that run's config or ask for a lower target")
     lo_c, hi_c = study.flops_range
     cs = np.geomspace(lo_c / 1e6, hi_c * 1e12, 181)     # 0.1-decade steps, interpolated
 

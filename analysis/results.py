@@ -104,8 +104,8 @@ def check_axes(df: pd.DataFrame, overrides: dict[str, str] | None) -> None:
                                             f"(schemes: {', '.join(schemes)})")
         if column not in usable:
             what = "no column" if column not in df.columns else "no positive numbers in column"
-            raise AxisError(scheme, column, f"{what} {column!r} in the results; columns that can be "
-                                            f"an axis: {', '.join(usable)}")
+            raise AxisError(scheme, column, f"{what} {column!r} in the results; columns that "
+                                            f"can be an axis: {', '.join(usable)}")
 
 
 def resource_axis(scheme: str, overrides: dict[str, str] | None = None) -> str:

@@ -54,8 +54,8 @@ def main(argv: list[str]) -> int:
         if args.devices is not None:
             most = _max_devices()
             if not 1 <= args.devices <= most:
-                raise UserError(f"--devices must be 1 to {most} (the devices of the largest TPU slice named "
-                                f"in tpu_topologies), got {args.devices}")
+                raise UserError(f"--devices must be 1 to {most} (the devices of the largest TPU "
+                                f"slice named in tpu_topologies), got {args.devices}")
             code = _ensure_host_devices(args.devices, argv)
             if code is not None:
                 return code
@@ -114,7 +114,8 @@ def _run(args) -> int:
     if args.hlo_out:                                # and where the HLO goes (it was found after)
         from dlrm_jax.files import check_writable_file
         for s in slices if len(slices) > 1 else [None]:
-            check_writable_file(args.hlo_out if s is None else f"{args.hlo_out}.{s.name}", "--hlo-out")
+            path = args.hlo_out if s is None else f"{args.hlo_out}.{s.name}"
+            check_writable_file(path, "--hlo-out")
     reports = []
     if slices:
         for s in slices:
@@ -149,7 +150,8 @@ def _targets(topology: str | None, slices: int) -> list:
         return []
     names = [t.strip() for t in topology.split(",")]
     if not all(names):
-        raise UserError(f"--topology {topology!r} has an empty name; give NAME[,NAME...], e.g. v5e-16,v5p-128")
+        raise UserError(f"--topology {topology!r} has an empty name; give NAME[,NAME...], "
+                        "e.g. v5e-16,v5p-128")
     return [tpu_topologies.parse(t, slices) for t in names]
 
 

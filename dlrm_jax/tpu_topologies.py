@@ -110,8 +110,8 @@ def devices(s: Slice):
         # A one-chip slice (v5e-1, v6e-1) is not divisible into 2x2x1 hosts: libtpu refuses it.
         bounds = (1, 1, 1) if s.chips == 1 else (2, 2, 1)
         topo = topologies.get_topology_desc(topology_name=s.topology, platform="tpu",
-                                            chip_config_name=s.chip_config, chips_per_host_bounds=bounds,
-                                            num_slices=s.slices)
+                                            chip_config_name=s.chip_config,
+                                            chips_per_host_bounds=bounds, num_slices=s.slices)
     except (ImportError, RuntimeError, ValueError) as err:
         if "libtpu" in str(err).lower() or isinstance(err, ImportError) or "tpu" in str(err).lower():
             raise UserError(f"compiling for {s.name} needs libtpu: pip install -e '.[tpu]' "

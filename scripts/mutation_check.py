@@ -176,11 +176,11 @@ MUTATIONS = [
     Mutation("slices-limit-dropped", "dlrm_jax/tpu_topologies.py",
              "not 1 <= slices <= MAX_SLICES", "not 1 <= slices",
              "compile --slices past libtpu's limit exits 2 before compiling",
-             ("tests/test_input_validation.py::test_compile_refuses_bad_topologies_and_slice_counts",)),
+             ("tests/test_input_validation.py::test_compile_refuses_bad_topologies_and_slices",)),
     Mutation("plan-topology-hbm-per-device", "analysis/planner.py",
              "total = s.chips * s.hbm_bytes_per_chip * TABLE_SHARE",
              "total = s.chips * s.hbm_bytes * TABLE_SHARE",
-             "plan sizes tables by HBM per chip (tpu7x: two devices a chip) from compile's slice table",
+             "plan sizes tables by HBM per chip (tpu7x: 2 devices a chip) from compile's table",
              ("tests/test_input_validation.py::test_plan_and_compile_accept_the_same_slices",)),
 ]
 

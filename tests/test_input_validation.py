@@ -80,8 +80,8 @@ def _world_with(tmp_path, path: str, value: float):
 def test_world_json_numbers_must_be_finite(path, value, tmp_path, capsys):
     world = _world_with(tmp_path, path, value)
     out = tmp_path / "r"
-    refused(["train", "--preset", "tiny", *FAIL_FAST, "--set", f"synthetic.world={world}", "--out", str(out)],
-            capsys, str(world), f"{path} must be a finite number")
+    refused(["train", "--preset", "tiny", *FAIL_FAST, "--set", f"synthetic.world={world}",
+             "--out", str(out)], capsys, str(world), f"{path} must be a finite number")
     assert not out.exists()
 
 
@@ -100,9 +100,10 @@ def sweep_csv(tmp_path):
     # compute is a grid scheme: its envelope fit raised KeyError: 'NOSUCHCOLUMN'
     (["--axis", "compute=NOSUCHCOLUMN"], ["--axis compute=NOSUCHCOLUMN", "no column 'NOSUCHCOLUMN'",
                                           "can be an axis: ", "train_flops", "params_dense"]),
-    (["--axis", "data=NOSUCHCOLUMN"], ["--axis data=NOSUCHCOLUMN", "train_examples"]),   # was skipped
+    # data: skipped on main; nosuch: ignored on main
+    (["--axis", "data=NOSUCHCOLUMN"], ["--axis data=NOSUCHCOLUMN", "train_examples"]),
     (["--axis", "nosuch=train_flops"], ["--axis nosuch=train_flops", "no scheme 'nosuch'",
-                                        "compute, data, embedding_dim"]),                 # was ignored
+                                        "compute, data, embedding_dim"]),
 ])
 def test_analyze_refuses_bad_targets_and_axes(flags, fragments, sweep_csv, tmp_path, capsys):
     out = tmp_path / "report"
@@ -136,13 +137,13 @@ def test_plan_still_answers_a_target_within_the_budgets_measured(isoflop_study, 
 # -- 5. TPU slices: one check for compile and plan -----------------------------------
 
 @pytest.mark.parametrize("flags, fragments", [
-    (["--topology", ","], ["--topology ','", "empty name"]),           # compiled for the CPU on main
+    (["--topology", ","], ["--topology ','", "empty name"]),      # compiled for the CPU on main
     (["--topology", "v5e-4,"], ["--topology 'v5e-4,'", "empty name"]),
     # libtpu aborts the process (C++ CHECK, SIGABRT) at 512 slices or more
     (["--topology", "v5e-4", "--slices", "1000"], ["--slices must be 1 to 511", "libtpu"]),
     (["--topology", "v5e-4", "--slices", "512"], ["--slices must be 1 to 511", "libtpu"]),
 ])
-def test_compile_refuses_bad_topologies_and_slice_counts(flags, fragments, tmp_path, capsys):
+def test_compile_refuses_bad_topologies_and_slices(flags, fragments, tmp_path, capsys):
     hlo = tmp_path / "step.hlo"
     refused(["compile", "--preset", "tiny", *flags, "--hlo-out", str(hlo)], capsys,
             "dlrm-scaling compile: error:", *fragments)
@@ -214,8 +215,8 @@ def one_hot(tmp_path):
     from dlrm_jax.data.criteo import format as cf
     from dlrm_jax.data.criteo.prepare import PrepareOptions, prepare
     (tmp_path / "a.tsv").write_bytes(cf.format_rows(cf.synthetic_rows(300, seed=0)))
-    prepare([tmp_path / "a.tsv"], tmp_path / "one", PrepareOptions(hash_rows=tuple(range(100, 126))),
-            log=None)
+    prepare([tmp_path / "a.tsv"], tmp_path / "one",
+            PrepareOptions(hash_rows=tuple(range(100, 126))), log=None)
     return tmp_path / "one"
 
 
@@ -224,8 +225,9 @@ def _sizes(first: int) -> str:
 
 
 def test_multihot_refuses_a_file_as_out(one_hot, a_file, capsys):
+    # NotADirectoryError on main
     refused(["data", "criteo-multihot", "--src", str(one_hot), "--out", str(a_file)], capsys,
-            f"--out {a_file}: {a_file} is a file, not a directory")      # NotADirectoryError on main
+            f"--out {a_file}: {a_file} is a file, not a directory")
 
 
 def test_multihot_refuses_bags_too_large_for_memory_and_leaves_nothing(one_hot, tmp_path, capsys):
@@ -243,8 +245,8 @@ def test_multihot_refuses_bags_too_large_for_the_disk(one_hot, tmp_path, capsys,
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 ** 6, 10 ** 6 - 1000, 1000))
     out = tmp_path / "hot"
     refused(["data", "criteo-multihot", "--src", str(one_hot), "--out", str(out),
-             "--multi-hot", _sizes(2)], capsys, f"--out {out}: the multi-hot tables and shards need",
-            "GiB free")
+             "--multi-hot", _sizes(2)], capsys,
+            f"--out {out}: the multi-hot tables and shards need", "GiB free")
     assert not out.exists()
 
 
@@ -259,7 +261,8 @@ def _demo_dir(tmp_path, with_configs: bool):
     from test_planner import ROWS, law
     demo = tmp_path / "demo"
     rows = [{"run": f"w{w}_d{int(d)}", "sweep": "compute", "status": "done",
-             "model.top_mlp": f"{64 * w:g},{32 * w:g}", "train_examples": d, "params_dense": 4e5 * w,
+             "model.top_mlp": f"{64 * w:g},{32 * w:g}", "train_examples": d,
+             "params_dense": 4e5 * w,
              "params_embedding": ROWS * 16, "flops_per_example": 2.4e6 * w + 1e5,
              "train_flops": (2.4e6 * w + 1e5) * d, "eval_ne": law(4e5 * w, d)}
             for w in (0.5, 1, 2) for d in (1e7, 2e7, 4e7, 8e7)]
@@ -273,7 +276,8 @@ def _demo_dir(tmp_path, with_configs: bool):
     if with_configs:
         for r in rows:
             (demo / "compute" / r["run"]).mkdir()
-            (demo / "compute" / r["run"] / "config.json").write_text(json.dumps({"model": {"embed_dim": 16}}))
+            config = json.dumps({"model": {"embed_dim": 16}})
+            (demo / "compute" / r["run"] / "config.json").write_text(config)
     return demo
 
 

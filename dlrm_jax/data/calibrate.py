@@ -280,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError:
             teacher = ()
         if len(teacher) != 3 or not all(math.isfinite(x) and x >= 0 for x in teacher):
-            raise UserError(f"--teacher: want ID,PAIR,DENSE (three finite numbers >= 0), got {a.teacher!r}")
+            raise UserError("--teacher: want ID,PAIR,DENSE (three finite numbers >= 0), "
+                            f"got {a.teacher!r}")
         check_writable_file(a.out, "--out")   # before the fit (~110 s on a Criteo head), not after
         world = calibrate(a.src, a.split, a.cardinalities, teacher, a.name, log=lambda s: print(s, flush=True))
         write_json_atomic(Path(a.out), world.to_json())

@@ -112,8 +112,9 @@ def _check_room(src: Path, out: Path, m: dict, rows, sizes, chunk_rows: int) -> 
     if free_mem is not None and chunk > free_mem:
         f = max(range(len(rows)), key=lambda j: min(chunk_rows, rows[j]) * sizes[j])
         raise UserError(f"--multi-hot: table C{f + 1} ({rows[f]:,} rows x {sizes[f]:,} ids) needs "
-                        f"{chunk / 2**30:,.1f} GiB of memory per chunk of {min(chunk_rows, rows[f]):,} rows, "
-                        f"{free_mem / 2**30:,.1f} GiB available; use smaller bags or --chunk-rows")
+                        f"{chunk / 2**30:,.1f} GiB of memory per chunk of "
+                        f"{min(chunk_rows, rows[f]):,} rows, {free_mem / 2**30:,.1f} GiB "
+                        "available; use smaller bags or --chunk-rows")
     need = sum(4 * n * k for f, (n, k) in enumerate(zip(rows, sizes))
                if not (out / "tables" / f"C{f + 1}.npy").exists())
     for split, info in m["splits"].items():
@@ -129,8 +130,8 @@ def _check_room(src: Path, out: Path, m: dict, rows, sizes, chunk_rows: int) -> 
         base = base.parent
     free = shutil.disk_usage(base).free
     if need > free:
-        raise UserError(f"--out {out}: the multi-hot tables and shards need {need / 2**30:,.1f} GiB, "
-                        f"{free / 2**30:,.1f} GiB free on {base}")
+        raise UserError(f"--out {out}: the multi-hot tables and shards need "
+                        f"{need / 2**30:,.1f} GiB, {free / 2**30:,.1f} GiB free on {base}")
 
 
 def materialize(src, out, sizes=MLPERF_MULTI_HOT, chunk_rows: int = CHUNK_ROWS, log=print) -> dict:
