@@ -9,6 +9,7 @@ returns 2; success prints the summary and returns 0.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 PROG = "dlrm-scaling analyze"
@@ -38,6 +39,22 @@ def parse(parser: argparse.ArgumentParser, argv, prog: str):
 
 
 
+# Each resample is a full refit (a fraction of a second to seconds); 10,000 already
+# pin a 95% percentile interval's ends to ~0.2% in probability.  More is a typo, and
+# 10**11 was a 3.6 TiB MemoryError traceback.
+MAX_BOOTSTRAP = 100_000
+
+
+def check_fit_flags(args) -> None:
+    """--bootstrap, --seed and --level, which analyze and plan share; ValueError naming the flag."""
+    if not 0 <= args.bootstrap <= MAX_BOOTSTRAP:
+        raise ValueError(f"--bootstrap must be 0 to {MAX_BOOTSTRAP:,}, got {args.bootstrap}")
+    if args.seed < 0:                  # numpy's generators take none; it was a failed fit
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if not 0 < args.level < 1:         # also refuses nan
+        raise ValueError(f"--level must be in (0, 1), got {args.level}")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description="Fit scaling laws to sweep results and write a report "
                 "(report.md, fits.json, PNG plots).")
@@ -63,30 +80,35 @@ def main(argv: list[str] | None = None) -> int:
     """Run `analyze` with the arguments after the word `analyze`; returns the exit code."""
     from analysis.render import summary_text
     from analysis.report import write_report   # keeps --help fast
+    from analysis.results import AxisError
+    from dlrm_jax.files import check_writable_dir
 
     args, code = parse(_parser(), argv, PROG)
     if args is None:
         return code
     try:
-        if args.bootstrap < 0:
-            raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+        check_fit_flags(args)
         if args.holdout < 0:
             raise ValueError(f"--holdout must be >= 0, got {args.holdout}")
-        if not args.huber_delta > 0:
-            raise ValueError(f"--huber-delta must be > 0, got {args.huber_delta}")
-        if not 0 < args.level < 1:
-            raise ValueError(f"--level must be in (0, 1), got {args.level}")
+        if not (math.isfinite(args.huber_delta) and args.huber_delta > 0):
+            raise ValueError(f"--huber-delta must be a positive finite number, "
+                             f"got {args.huber_delta}")
+        for t in args.target or ():
+            if not (math.isfinite(t) and t > 0):   # NE is positive; nan compares false everywhere
+                raise ValueError(f"--target must be a positive finite NE, got {t}")
         axes = {}
         for a in args.axis:
             scheme, sep, column = a.partition("=")
             if not sep or not scheme or not column:
                 raise ValueError(f"--axis takes SCHEME=COLUMN, got {a!r}")
             axes[scheme] = column
+        check_writable_dir(args.out, "--out")   # before the fits, not after them
         fits = write_report(args.path, args.out, bootstrap=args.bootstrap, seed=args.seed,
                             holdout=args.holdout, huber_delta=args.huber_delta, level=args.level,
                             axes=axes or None, targets=args.target)
     except (ValueError, OSError) as e:
-        msg = " ".join(str(e).split())      # one line, whatever the exception text
+        text = f"--axis {e.scheme}={e.column}: {e.reason}" if isinstance(e, AxisError) else str(e)
+        msg = " ".join(text.split())        # one line, whatever the exception text
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2
     print(summary_text(fits))

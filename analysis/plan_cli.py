@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analysis.cli import Parser, parse
+from analysis.cli import Parser, check_fit_flags, parse
 from analysis.planner import (PlanError, load_study, parse_bytes, plan_for_flops, plan_for_target,
                               topology_memory)
 
@@ -39,10 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     if args is None:
         return code
     try:
-        if args.bootstrap < 0:
-            raise PlanError(f"--bootstrap must be >= 0, got {args.bootstrap}")
-        if not 0 < args.level < 1:
-            raise PlanError(f"--level must be in (0, 1), got {args.level}")
+        try:
+            check_fit_flags(args)
+        except ValueError as e:
+            raise PlanError(str(e)) from None
         memory, mem_txt = None, None
         if args.memory is not None:
             memory = parse_bytes(args.memory)

@@ -18,12 +18,14 @@ along the path, up to 10x beyond the sizes measured, for the point estimate and 
 bootstrap refit; an optimum at the end of that range is reported as a bound), the NE there, and
 the config as `--set` lines. `--target-ne X`: the least C whose best NE reaches X, or
 "unreachable" when X is at or below the asymptote E (or, on synthetic data, the
-Bayes-optimal NE of the evaluation set, which no model beats). A budget more than 100x outside
-the measured FLOPs gets a warning. `--memory` / `--topology` bound the embedding
-tables: when the study's tables (float32 rows x D plus row-wise Adagrad's 4 bytes per
-row) do not fit, a per-table row cap `model.table_rows` is proposed, with a warning
-that the law was fitted at the study's table sizes. Topologies use the analytic HBM
-per chip below (there is no compile-based memory check in the codebase yet).
+Bayes-optimal NE of the evaluation set, which no model beats); a target the study's
+smallest budget already reaches is refused too (below the measured budgets the law is no
+estimate). A budget more than 100x outside the measured FLOPs gets a warning.
+`--memory` / `--topology` bound the embedding tables: when the study's tables (float32
+rows x D plus row-wise Adagrad's 4 bytes per row) do not fit, a per-table row cap
+`model.table_rows` is proposed, with a warning that the law was fitted at the study's
+table sizes. Topologies use the analytic HBM per chip of `dlrm_jax.tpu_topologies` (the
+slice names `dlrm-scaling compile --topology` takes, which checks by compiling).
 
 Bad input (missing study, nothing to fit, an unreachable target) raises `PlanError`
 (a ValueError): one line, exit 2 at the CLI (`analysis.plan_cli`).
@@ -45,16 +47,16 @@ from analysis.bootstrap import percentile_interval
 from analysis.compute_optimal import BUDGET_COLUMN, isoflop_runs
 from analysis.laws import AdditivePowerLawFit, fit_additive_power_law
 from analysis.results import ResultsWarning, load_results
+from dlrm_jax import tpu_topologies         # plain Python: names and sizes, no JAX
+from dlrm_jax.errors import UserError
 
 EXTRAPOLATION_WARN = 100.0      # warn beyond this factor outside the measured FLOPs
 NUM_TABLES = 26                 # Criteo's categorical features (dlrm_jax.data.base.NUM_SPARSE)
 BYTES_PER_FLOAT = 4
-# HBM per chip (GiB) from Google Cloud's TPU pages; a share is left for the dense
-# arch, optimizer state of the MLPs, activations and XLA's buffers.
-HBM_GIB = {"v4": 32, "v5e": 16, "v5litepod": 16, "v5p": 95, "v6e": 32, "tpu7x": 192}
+# TPU slices (names, chips, HBM per chip from Google Cloud's TPU pages) are
+# dlrm_jax.tpu_topologies', the check `compile --topology` uses.  A share of HBM is left
+# for the dense arch, optimizer state of the MLPs, activations and XLA's buffers.
 TABLE_SHARE = 0.75
-# In `v4-N` and `v5p-N` N counts TensorCores (2 per chip); in `v5e-N`, `v6e-N` chips.
-CORES_PER_CHIP = {"v4": 2, "v5p": 2, "v5e": 1, "v5litepod": 1, "v6e": 1}
 # The 1-D search spans the study's model sizes and this factor beyond them on each side:
 # further out the path's settings and FLOPs per example are guesses, not interpolations.
 SEARCH_FACTOR = 10.0
@@ -103,6 +105,8 @@ class Study:
     table_rows: float | None                   # total rows of the study's tables
     embed_dim_fixed: float | None              # D when the path does not vary it
     bayes_ne: float | None = None              # Bayes-optimal NE of the eval data (synthetic)
+    # (NE, run, training FLOPs): the best NE measured at the study's smallest budget
+    cheapest: tuple[float, str, float] | None = None
 
 
 @dataclass
@@ -214,12 +218,32 @@ def load_study(path, *, bootstrap: int = 200, seed: int = 0, level: float = 0.95
     path = _path(runs)
     # The embedding dimension of the reference run: a results column when the sweep varied
     # it, else from the run's own config.json (results.csv holds only the varied values).
-    dim = float(ref["model.embed_dim"]) if "model.embed_dim" in runs else _config_embed_dim(p, ref)
+    # In a directory of sweeps the column comes from the sweep that varied it (embedding_dim)
+    # and is empty for the runs of the others: NaN there, not a dimension.
+    dim = pd.to_numeric(pd.Series([ref.get("model.embed_dim")]), errors="coerce").iloc[0]
+    dim = float(dim) if np.isfinite(dim) and dim > 0 else _config_embed_dim(p, ref)
     rows = float(ref["params_embedding"]) / dim if dim and "params_embedding" in runs else None
     dim_fixed = dim if "model.embed_dim" not in path.keys else None
     bayes = pd.to_numeric(runs["bayes_ne"], errors="coerce").dropna() if "bayes_ne" in runs else pd.Series([])
     return Study(str(p), runs, which, fit, path, (float(np.nanmin(flops)), float(np.nanmax(flops))),
-                 str(ref["run"]), rows, dim_fixed, float(bayes.median()) if len(bayes) else None)
+                 str(ref["run"]), rows, dim_fixed, float(bayes.median()) if len(bayes) else None,
+                 _cheapest(runs, which))
+
+
+def _cheapest(runs: pd.DataFrame, which: str) -> tuple[float, str, float] | None:
+    """(NE, run, FLOPs) of the best run at the smallest budget: the IsoFLOP runs of the least
+    `train.flop_budget`, else the runs of the least training FLOPs."""
+    if which == "isoflop":
+        budget = pd.to_numeric(runs[BUDGET_COLUMN], errors="coerce")
+        group = runs[budget == budget.min()]
+    else:
+        flops = pd.to_numeric(runs["train_flops"], errors="coerce")
+        group = runs[flops == flops.min()]
+    ne = pd.to_numeric(group["eval_ne"], errors="coerce")
+    if not np.isfinite(ne).any():
+        return None
+    best = group.loc[ne.idxmin()]
+    return float(ne.min()), str(best["run"]), float(best["train_flops"])
 
 
 def _config_embed_dim(study: Path, ref) -> float | None:
@@ -310,6 +334,17 @@ def plan_for_target(study: Study, target: float, memory: float | None = None) ->
     if target <= fit.E:
         raise PlanError(f"target NE {target:g} is at or below the fitted asymptote E = {e_txt}: unreachable "
                         "with any model size and data under this law")
+    # A target the smallest budget measured already reaches is refused, not planned: its
+    # answer lies below every budget measured, where small runs are still in the learning
+    # onset (DESIGN.md: NE falls faster than the law there), so the law's inverse is no
+    # estimate.  Far enough below, the answer was the search grid's floor and a batch-
+    # rounded example count, outside the plan's own bootstrap interval.
+    if study.cheapest is not None and target >= study.cheapest[0]:
+        ne, run, flops = study.cheapest
+        raise PlanError(f"target NE {target:g} is at or above NE {ne:.4g}, which the study's "
+                        f"smallest budget already reaches (run {run}, {flops:.3g} training FLOPs): "
+                        "below the budgets measured the law is an extrapolation, not a plan; train "
+                        "that run's config or ask for a lower target")
     lo_c, hi_c = study.flops_range
     cs = np.geomspace(lo_c / 1e6, hi_c * 1e12, 181)     # 0.1-decade steps, interpolated
 
@@ -381,6 +416,9 @@ def _finish(study: Study, plan: Plan, n: float, flops: float, memory: float | No
     if study.table_rows is None and memory is not None:
         plan.warnings.append("the study records no table size (no embedding dimension in its results or run "
                              "directories), so the memory bound was not applied")
+    elif study.table_rows is None:
+        plan.notes.append(f"embedding tables: size unknown (run {study.reference_run} records no "
+                          "model.embed_dim in the results or its config.json)")
     if study.table_rows is not None:
         dim = float(sets["model.embed_dim"]) if "model.embed_dim" in sets else study.embed_dim_fixed
         if dim:
@@ -419,20 +457,15 @@ def parse_bytes(text: str) -> float:
 
 
 def topology_memory(name: str) -> tuple[float, str]:
-    """Bytes for tables on a TPU slice, from the analytic HBM per chip; (bytes, description)."""
-    m = re.fullmatch(r"(v4|v5e|v5litepod|v5p|v6e|tpu7x)(?::(\d+(?:x\d+)*)|-(\d+))", name.strip())
-    if not m:
-        raise PlanError(f"--topology {name!r}: expected GENERATION:AxB[xC] (v5e:4x4, v5p:4x4x4, tpu7x:2x2x1) "
-                        f"or GENERATION-N (v5p-128, v6e-16) with GENERATION one of {', '.join(HBM_GIB)}")
-    gen = m.group(1)
-    if m.group(2):
-        chips = int(np.prod([int(x) for x in m.group(2).split("x")]))
-    else:
-        if gen not in CORES_PER_CHIP:
-            raise PlanError(f"--topology {name!r}: give {gen} slices as {gen}:AxBxC (chips per axis)")
-        chips = int(m.group(3)) // CORES_PER_CHIP[gen]
-    if chips < 1:
-        raise PlanError(f"--topology {name!r} has no chips")
-    total = chips * HBM_GIB[gen] * 2**30 * TABLE_SHARE
-    return total, (f"{name}: {chips} chips x {HBM_GIB[gen]} GiB HBM x {TABLE_SHARE:.0%} for tables "
+    """Bytes for tables on a TPU slice, from the analytic HBM per chip; (bytes, description).
+
+    Names are checked by `dlrm_jax.tpu_topologies.parse`, as `compile --topology` checks
+    them: a slice the planner sizes tables for is one the compiler can be asked about."""
+    try:
+        s = tpu_topologies.parse(name)
+    except UserError as e:
+        raise PlanError(f"--topology {name!r}: {e}") from None
+    per_chip = s.hbm_bytes_per_chip / 2**30
+    total = s.chips * s.hbm_bytes_per_chip * TABLE_SHARE
+    return total, (f"{name}: {s.chips} chips x {per_chip:g} GiB HBM x {TABLE_SHARE:.0%} for tables "
                    f"= {total / 2**30:.4g} GiB (analytic)")

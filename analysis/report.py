@@ -27,8 +27,8 @@ import scipy
 from analysis import allocation_report, architectures, plots
 from analysis.fitting import FitOptions
 from analysis.render import render_markdown
-from analysis.results import (AXIS_LABELS, COMMON_AXES, ENVELOPE_SCHEMES, RESOURCE_AXES, finished_runs,
-                              load_results, resource_axis)
+from analysis.results import (AXIS_LABELS, COMMON_AXES, ENVELOPE_SCHEMES, RESOURCE_AXES, check_axes,
+                              finished_runs, load_results, resource_axis)
 from analysis.study import (compare_schemes, compute_frontier, fit_schemes, gain_per_doubling,
                             multiplier_for_improvement, points, resource_for_target, json_number)
 from analysis.validation import (GRAD_REL_TOL, HOLDOUT_MAX_REL_ERROR, HOLDOUT_MIN_REL_ERROR,
@@ -51,6 +51,7 @@ def write_report(path_or_df, out_dir, *, bootstrap: int = 200, seed: int = 0, ho
     Returns the fits.json content. Raises ValueError when no scheme can be fitted.
     """
     df, source, left_out = _load(path_or_df)
+    check_axes(df, axes)            # before any fit: a wrong --axis is one line, not a KeyError
     if isinstance(bootstrap, bool) or int(bootstrap) != bootstrap or bootstrap < 0:
         raise ValueError(f"bootstrap must be a count >= 0, got {bootstrap!r}")
     options = FitOptions(huber_delta=huber_delta)

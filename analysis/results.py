@@ -72,6 +72,42 @@ class ResultsWarning(UserWarning):
     """Some runs were left out (failed or unfinished)."""
 
 
+class AxisError(ValueError):
+    """An axis override (`axes={scheme: column}`, analyze's `--axis SCHEME=COLUMN`) that
+    names a scheme the results do not have or a column that holds no resource."""
+
+    def __init__(self, scheme: str, column: str, reason: str):
+        super().__init__(f"axes {scheme}={column}: {reason}")
+        self.scheme, self.column, self.reason = scheme, column, reason
+
+
+def axis_columns(df: pd.DataFrame) -> list[str]:
+    """Columns a law can be fitted against: numeric, with at least one finite positive value."""
+    out = []
+    for c in df.columns:
+        x = pd.to_numeric(df[c], errors="coerce") if df[c].dtype != bool else None
+        if x is not None and (np.isfinite(x) & (x > 0)).any():
+            out.append(str(c))
+    return sorted(out)
+
+
+def check_axes(df: pd.DataFrame, overrides: dict[str, str] | None) -> None:
+    """AxisError for an override whose scheme or column the results do not have.
+
+    Without this a missing column was a KeyError deep in an envelope fit (grid
+    schemes) or a scheme quietly skipped, and an unknown scheme was ignored."""
+    schemes = sorted(set(df["sweep"].astype(str))) if "sweep" in df.columns else []
+    usable = axis_columns(df)
+    for scheme, column in (overrides or {}).items():
+        if scheme not in schemes:
+            raise AxisError(scheme, column, f"the results have no scheme {scheme!r} "
+                                            f"(schemes: {', '.join(schemes)})")
+        if column not in usable:
+            what = "no column" if column not in df.columns else "no positive numbers in column"
+            raise AxisError(scheme, column, f"{what} {column!r} in the results; columns that "
+                                            f"can be an axis: {', '.join(usable)}")
+
+
 def resource_axis(scheme: str, overrides: dict[str, str] | None = None) -> str:
     """The column a scheme's law is fitted against; `overrides` wins over the table."""
     if overrides and scheme in overrides:

@@ -170,7 +170,10 @@ def points(df: pd.DataFrame, axis: str, y: str = "eval_ne") -> pd.DataFrame:
 def lower_envelope(df: pd.DataFrame, x: str, y: str = "eval_ne") -> pd.DataFrame:
     """Runs whose NE is strictly below that of every run with at most their x (a running
     minimum over x); among runs with equal x the best is kept."""
-    pts = points(df, x, y).sort_values([x, y], kind="stable")
+    pts = points(df, x, y)
+    if x not in pts.columns:       # no such column: no points (as `points` says), not a KeyError
+        return pts
+    pts = pts.sort_values([x, y], kind="stable")
     keep, best = [], np.inf
     for i, v in zip(pts.index, pts[y]):
         if v < best:

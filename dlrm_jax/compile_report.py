@@ -32,9 +32,10 @@ _HOST_DEVICES = "--xla_force_host_platform_device_count"
 
 
 def _parser() -> argparse.ArgumentParser:
+    from dlrm_jax.config import PRESETS   # plain Python: importing it starts no JAX
     p = argparse.ArgumentParser(prog="dlrm-scaling compile",
                                 description="compile the train step ahead of time and report per device")
-    p.add_argument("--preset", help="named preset: tiny, small, criteo-kaggle, criteo-mlperf")
+    p.add_argument("--preset", help=f"named preset: {', '.join(PRESETS)}")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable)")
     target = p.add_mutually_exclusive_group()
@@ -51,8 +52,10 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.devices is not None:
-            if args.devices < 1:
-                raise UserError(f"--devices must be >= 1, got {args.devices}")
+            most = _max_devices()
+            if not 1 <= args.devices <= most:
+                raise UserError(f"--devices must be 1 to {most} (the devices of the largest TPU "
+                                f"slice named in tpu_topologies), got {args.devices}")
             code = _ensure_host_devices(args.devices, argv)
             if code is not None:
                 return code
@@ -64,6 +67,14 @@ def main(argv: list[str]) -> int:
     except UserError as err:
         print(f"dlrm-scaling compile: error: {err}", file=sys.stderr)
         return 2
+
+
+def _max_devices() -> int:
+    """Fake CPU devices stand in for a slice's: no more than the largest slice has (8192;
+    XLA took 54 s to start that many on the 2-core VM, and 10**8 never finished)."""
+    from dlrm_jax import tpu_topologies
+    return max(tpu_topologies.parse(n).chips * tpu_topologies.parse(n).devices_per_chip
+               for n in tpu_topologies.accepted_names())
 
 
 def _ensure_host_devices(n: int, argv: list[str]) -> int | None:
@@ -99,8 +110,12 @@ def _run(args) -> int:
         if args.batch <= 0:
             raise UserError(f"--batch must be positive, got {args.batch}")
         cfg = cfg.replace(**{"train.batch_size": args.batch, "train.examples": max(cfg.train.examples, args.batch)})
-    names = [t for t in (args.topology or "").split(",") if t.strip()]
-    slices = [tpu_topologies.parse(t, args.slices) for t in names]  # all names checked before any compile
+    slices = _targets(args.topology, args.slices)   # all names checked before any compile
+    if args.hlo_out:                                # and where the HLO goes (it was found after)
+        from dlrm_jax.files import check_writable_file
+        for s in slices if len(slices) > 1 else [None]:
+            path = args.hlo_out if s is None else f"{args.hlo_out}.{s.name}"
+            check_writable_file(path, "--hlo-out")
     reports = []
     if slices:
         for s in slices:
@@ -121,6 +136,23 @@ def _run(args) -> int:
         print("smallest that fits: " + (min(fit, key=lambda r: r["devices"])["target"] if fit
                                         else "none of " + ", ".join(r["target"] for r in reports)))
     return 0
+
+
+def _targets(topology: str | None, slices: int) -> list:
+    """The TPU Slices of `--topology A,B --slices K`; [] for CPU devices (no --topology).
+
+    `--topology ,` (or an empty name between commas) was read as no topology at all and
+    compiled for the CPU without a word; --slices without --topology was ignored."""
+    from dlrm_jax import tpu_topologies
+    if topology is None:
+        if slices != 1:
+            raise UserError(f"--slices {slices} needs --topology (slices of a TPU topology)")
+        return []
+    names = [t.strip() for t in topology.split(",")]
+    if not all(names):
+        raise UserError(f"--topology {topology!r} has an empty name; give NAME[,NAME...], "
+                        "e.g. v5e-16,v5p-128")
+    return [tpu_topologies.parse(t, slices) for t in names]
 
 
 def compile_report(cfg, devices, target=None) -> dict:

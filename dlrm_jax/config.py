@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
@@ -253,8 +254,34 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
     return cfg
 
 
+# Ints above this lose their value once anything turns them into a float64 (numpy
+# schedules, FLOP counts, JSON readers such as pandas'); no count a run uses comes near.
+MAX_INT = 2 ** 53
+# Except a FLOP budget: a label (sweeps/isoflop.py rounds it from a float product), and
+# paper-scale budgets pass 2**53 (one petaFLOP/s-day is 8.6e19 FLOPs).
+_UNBOUNDED_INTS = ("train.flop_budget",)
+
+
+def check_numbers(cfg: Config) -> None:
+    """Every float finite and every int below 2**53 in magnitude, naming the dotted key.
+
+    `float()` reads "nan", "inf" and "1e400" (as inf) without complaint, and JSON
+    readers take NaN and Infinity; the range checks below compare with them silently
+    (nan > 0 is False, inf > 0 is True), so this runs first."""
+    for key, value in flatten(cfg.to_dict()):
+        items = enumerate(value) if isinstance(value, (list, tuple)) else ((None, value),)
+        for i, v in items:
+            where = key if i is None else f"{key}[{i}]"
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UserError(f"{where} must be a finite number, got {v}")
+            if (isinstance(v, int) and not isinstance(v, bool) and abs(v) >= MAX_INT
+                    and key not in _UNBOUNDED_INTS):
+                raise UserError(f"{where} must be below 2**53 in magnitude, got {v}")
+
+
 def validate(cfg: Config) -> None:
     """Value checks that do not need data or devices; one clear line each."""
+    check_numbers(cfg)
     t, m, e = cfg.train, cfg.model, cfg.embedding
 
     def need(ok: bool, msg: str) -> None:

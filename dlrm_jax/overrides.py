@@ -11,6 +11,7 @@ none of the field's types is one line naming the key:
 """
 from __future__ import annotations
 
+import math
 import types
 import typing
 from typing import Any, Iterator, Literal, Mapping
@@ -58,6 +59,8 @@ def coerce(key: str, raw: Any, ftype: Any) -> Any:
             return _coerce_one(raw, opt)
         except (ValueError, TypeError):
             pass
+        except OverflowError as err:   # not another option's value either: too large for any
+            raise UserError(f"bad value for {key}: {raw!r} {err}") from None
     want = " or ".join(_type_name(o) for o in options)
     raise UserError(f"bad value for {key}: {raw!r} is not {want}")
 
@@ -116,6 +119,10 @@ def _int(raw: Any) -> int:
         base, exp = s.split("**", 1) if "**" in s else ("2", s[2:])
         if int(exp) < 0:
             raise ValueError("negative exponent")
+        # 10**10**9 would take minutes to compute only to be refused by the range check
+        # (config.check_numbers: below 2**53); past 2**1024 it is refused here, uncomputed.
+        if abs(int(base)) > 1 and int(exp) * math.log2(abs(int(base))) > 1024:
+            raise OverflowError("is far too large (the limit is 2**53)")
         return int(base) ** int(exp)
     try:
         return int(s)

@@ -35,6 +35,14 @@ SHAPES_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128:
              512: "8x8x8", 1024: "8x8x16", 2048: "8x16x16", 4096: "16x16x16"}
 
 
+# libtpu aborts the process (a C++ CHECK, "pr_mapper.NumSlices() < kMaxNumSlices (512 vs.
+# 512)", then SIGABRT) when asked to compile for 512 slices or more: measured with libtpu
+# 0.0.42.1 (jax 0.10.2); 511 compiles.
+MAX_SLICES = 511
+# Cloud TPU's other name for v5e slices (`v5litepod-16`).
+ALIASES = {"v5litepod": "v5e"}
+
+
 class Slice(NamedTuple):
     name: str                 # as the user gave it, e.g. v5p-128
     generation: str           # v5p
@@ -43,6 +51,15 @@ class Slice(NamedTuple):
     chips: int                # per slice
     slices: int               # multi-slice (DCN) count
     hbm_bytes: int            # per JAX device
+
+    @property
+    def devices_per_chip(self) -> int:
+        """Megacore chips are one JAX device; tpu7x's two TensorCores are two."""
+        return 1 if self.chip_config == "megacore" else GENERATIONS[self.generation][1]
+
+    @property
+    def hbm_bytes_per_chip(self) -> int:
+        return self.hbm_bytes * self.devices_per_chip
 
 
 def accepted_names() -> list[str]:
@@ -53,20 +70,34 @@ def accepted_names() -> list[str]:
 
 
 def parse(name: str, slices: int = 1) -> Slice:
-    """`v5e-16` -> its Slice; UserError (with the accepted names) otherwise."""
-    gen, _, count = name.strip().partition("-")
-    spec = GENERATIONS.get(gen)
-    if spec is None or not count.isdigit():
-        raise UserError(f"unknown TPU topology {name!r}; accepted: {', '.join(accepted_names())}")
+    """`v5e-16` (or libtpu's `v5e:4x4`) -> its Slice; UserError (with the accepted names) otherwise.
+
+    The one check of TPU slice names and slice counts: `compile --topology` and `plan
+    --topology` both call it, so the planner accepts exactly the slices that compile."""
+    if isinstance(slices, bool) or not 1 <= slices <= MAX_SLICES:
+        raise UserError(f"--slices must be 1 to {MAX_SLICES}, got {slices}: libtpu aborts the "
+                        f"process on {MAX_SLICES + 1} or more (its kMaxNumSlices)")
+    unknown = UserError(f"unknown TPU topology {name!r}; accepted: {', '.join(accepted_names())} "
+                        "(or libtpu's GENERATION:AxB[xC] of those slices, e.g. v5p:4x4x4)")
+    text = name.strip()
+    gen, sep, shape = text.partition(":")
+    if not sep:
+        gen, _, count = text.partition("-")
+    spec = GENERATIONS.get(ALIASES.get(gen, gen))
+    if spec is None:
+        raise unknown
+    gen = ALIASES.get(gen, gen)
     prefix, cores, is_3d, config, hbm = spec
-    if int(count) % cores:
-        raise UserError(f"unknown TPU topology {name!r}; accepted: {', '.join(accepted_names())}")
-    chips = int(count) // cores
-    shape = (SHAPES_3D if is_3d else SHAPES_2D).get(chips)
-    if shape is None:
-        raise UserError(f"unknown TPU topology {name!r}; accepted: {', '.join(accepted_names())}")
-    if slices < 1:
-        raise UserError(f"--slices must be >= 1, got {slices}")
+    shapes = SHAPES_3D if is_3d else SHAPES_2D
+    if sep:                                   # libtpu's name: one of the offered torus shapes
+        chips = next((c for c, sh in shapes.items() if sh == shape), None)
+    elif count.isdigit() and int(count) % cores == 0:
+        chips = int(count) // cores
+        shape = shapes.get(chips)
+    else:
+        chips = None
+    if chips is None or shape is None:
+        raise unknown
     return Slice(name, gen, f"{prefix}:{shape}", config, chips, slices, hbm)
 
 
@@ -76,9 +107,11 @@ def devices(s: Slice):
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # several compiles side by side
     try:
         from jax.experimental import topologies
+        # A one-chip slice (v5e-1, v6e-1) is not divisible into 2x2x1 hosts: libtpu refuses it.
+        bounds = (1, 1, 1) if s.chips == 1 else (2, 2, 1)
         topo = topologies.get_topology_desc(topology_name=s.topology, platform="tpu",
-                                            chip_config_name=s.chip_config, chips_per_host_bounds=(2, 2, 1),
-                                            num_slices=s.slices)
+                                            chip_config_name=s.chip_config,
+                                            chips_per_host_bounds=bounds, num_slices=s.slices)
     except (ImportError, RuntimeError, ValueError) as err:
         if "libtpu" in str(err).lower() or isinstance(err, ImportError) or "tpu" in str(err).lower():
             raise UserError(f"compiling for {s.name} needs libtpu: pip install -e '.[tpu]' "

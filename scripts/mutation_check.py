@@ -191,6 +191,26 @@ MUTATIONS = [
              "                    break\n                out.append(event)",
              "valid events after a damaged metrics line are kept",
              ("tests/test_faults.py::test_a_damaged_metrics_line_is_reported_and_the_events_after_it_are_kept",)),
+    # -- bad input refused before any work (issue 24) -------------------------------
+    Mutation("config-numbers-unchecked", "dlrm_jax/config.py",
+             "    check_numbers(cfg)\n", "",
+             "a config with nan, inf or an int past 2**53 is refused naming its dotted key",
+             ("tests/test_input_validation.py::test_config_numbers_must_be_finite_and_in_range",)),
+    Mutation("world-non-finite-accepted", "dlrm_jax/data/world.py",
+             "    reject_non_finite(d, where)\n", "",
+             "a world JSON with NaN or Infinity is refused naming the JSON path",
+             ("tests/test_input_validation.py::test_world_json_numbers_must_be_finite",)),
+    # Caught here because libtpu is absent (the compile stops at "needs libtpu"); with
+    # libtpu installed the mutated run aborts the test process, which reads as ERROR.
+    Mutation("slices-limit-dropped", "dlrm_jax/tpu_topologies.py",
+             "not 1 <= slices <= MAX_SLICES", "not 1 <= slices",
+             "compile --slices past libtpu's limit exits 2 before compiling",
+             ("tests/test_input_validation.py::test_compile_refuses_bad_topologies_and_slices",)),
+    Mutation("plan-topology-hbm-per-device", "analysis/planner.py",
+             "total = s.chips * s.hbm_bytes_per_chip * TABLE_SHARE",
+             "total = s.chips * s.hbm_bytes * TABLE_SHARE",
+             "plan sizes tables by HBM per chip (tpu7x: 2 devices a chip) from compile's table",
+             ("tests/test_input_validation.py::test_plan_and_compile_accept_the_same_slices",)),
 ]
 
 

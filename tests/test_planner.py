@@ -119,8 +119,10 @@ def test_sizes_and_topologies():
     assert topology_memory("v6e-16")[0] == 16 * 32 * 2**30 * 0.75
     with pytest.raises(PlanError, match="--topology 'v9-8'"):
         topology_memory("v9-8")
-    with pytest.raises(PlanError, match="tpu7x:AxBxC"):
-        topology_memory("tpu7x-8")
+    # The names compile accepts (dlrm_jax.tpu_topologies): tpu7x-N counts TensorCores, two a chip.
+    assert topology_memory("tpu7x-8")[0] == 4 * 192 * 2**30 * 0.75
+    with pytest.raises(PlanError, match="--topology 'v5p:3x3x3': unknown TPU topology"):
+        topology_memory("v5p:3x3x3")                       # no such slice: compile refuses it too
 
 
 def test_cli_answers_and_bad_input_exit_2(tmp_path, capsys):

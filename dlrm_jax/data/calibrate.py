@@ -25,6 +25,7 @@ a preparation whose ids cannot be counted) raises UserError: one line, exit 2.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -37,6 +38,7 @@ from dlrm_jax.data.criteo import manifest as manifest_io
 from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE
 from dlrm_jax.data.world import DenseMarginal, IdLaw, World, curve_rows, distinct_curve, round_sig
 from dlrm_jax.errors import UserError
+from dlrm_jax.files import check_writable_file
 from dlrm_jax.rundir import write_json_atomic
 
 MIN_ROWS = 1000          # below this the distinct-id curve spans too little to fit a tail
@@ -277,8 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             teacher = tuple(float(x) for x in a.teacher.split(","))
         except ValueError:
             teacher = ()
-        if len(teacher) != 3 or min(teacher) < 0:
-            raise UserError(f"--teacher: want ID,PAIR,DENSE (three numbers >= 0), got {a.teacher!r}")
+        if len(teacher) != 3 or not all(math.isfinite(x) and x >= 0 for x in teacher):
+            raise UserError("--teacher: want ID,PAIR,DENSE (three finite numbers >= 0), "
+                            f"got {a.teacher!r}")
+        check_writable_file(a.out, "--out")   # before the fit (~110 s on a Criteo head), not after
         world = calibrate(a.src, a.split, a.cardinalities, teacher, a.name, log=lambda s: print(s, flush=True))
         write_json_atomic(Path(a.out), world.to_json())
         print(f"calibrate: {world.source['rows']:,} rows, label rate {world.base_ctr:.4f} -> {a.out}")

@@ -223,6 +223,27 @@ class World:
                 "source": self.source}
 
 
+def reject_non_finite(d: Any, where: str) -> None:
+    """UserError naming the JSON path (`categorical.C4.s`, `dense.I3.quantiles[7]`) of
+    the first NaN or infinity anywhere in a world's JSON object.
+
+    Python's JSON reader takes NaN, Infinity and 1e400 (as inf) without a word, and the
+    range checks of `world_from_json` let NaN through (NaN <= 0 is False): such a world
+    trains to a "done" run on garbage ids or ends in a scipy traceback.  Every field is
+    checked, also those added later and the fit report under `source`."""
+    def walk(v: Any, path: str) -> None:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UserError(f"{where}: {path} must be a finite number, got {v}")
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, f"{path}.{k}" if path else str(k))
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, f"{path}[{i}]")
+
+    walk(d, "")
+
+
 def world_from_json(d: Any, where: str) -> World:
     """A World from its JSON object; UserError naming `where` and the field when malformed."""
     def bad(msg: str) -> UserError:
@@ -232,6 +253,7 @@ def world_from_json(d: Any, where: str) -> World:
         raise bad(f"not a {FORMAT} file (no \"format\": \"{FORMAT}\")")
     if d.get("format_version") != FORMAT_VERSION:
         raise bad(f"format_version {d.get('format_version')!r}, this version reads {FORMAT_VERSION}")
+    reject_non_finite(d, where)
     try:
         t = d["teacher"]
         feats = []

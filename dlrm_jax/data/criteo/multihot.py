@@ -30,6 +30,7 @@ import numpy as np
 
 from dlrm_jax.data.multihot import CHUNK_ROWS, mlperf_table_chunks
 from dlrm_jax.errors import UserError
+from dlrm_jax.files import check_writable_dir
 from dlrm_jax.rundir import write_json_atomic
 from . import manifest as manifest_io
 from .table_sizes import MLPERF_DCNV2_MULTI_HOT
@@ -88,6 +89,51 @@ def _write_shard(src_files: dict, dst_files: dict, tables, sizes, chunk_rows: in
     os.replace(tmp, dst_files["sparse"])
 
 
+def _available_memory() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_room(src: Path, out: Path, m: dict, rows, sizes, chunk_rows: int) -> None:
+    """UserError, before anything is written, when the bags cannot fit: a table chunk
+    larger than the free memory (the draws are int64 [chunk, k], then concatenated),
+    or files larger than the free disk under `out` (what a rerun still has to write).
+
+    Without it a huge bag size raised MemoryError mid-way, leaving OUT/tables behind."""
+    chunk = max(min(chunk_rows, n) * k * 2 * 8 for n, k in zip(rows, sizes))
+    free_mem = _available_memory()
+    if free_mem is not None and chunk > free_mem:
+        f = max(range(len(rows)), key=lambda j: min(chunk_rows, rows[j]) * sizes[j])
+        raise UserError(f"--multi-hot: table C{f + 1} ({rows[f]:,} rows x {sizes[f]:,} ids) needs "
+                        f"{chunk / 2**30:,.1f} GiB of memory per chunk of "
+                        f"{min(chunk_rows, rows[f]):,} rows, {free_mem / 2**30:,.1f} GiB "
+                        "available; use smaller bags or --chunk-rows")
+    need = sum(4 * n * k for f, (n, k) in enumerate(zip(rows, sizes))
+               if not (out / "tables" / f"C{f + 1}.npy").exists())
+    for split, info in m["splits"].items():
+        for shard in info["shards"]:
+            dst = manifest_io.shard_files(out, split, shard)
+            if not dst["sparse"].exists():
+                need += 4 * int(shard["rows"]) * sum(sizes)
+                srcf = manifest_io.shard_files(src, split, shard)
+                need += sum(srcf[c].stat().st_size for c in ("dense", "labels")
+                            if not dst[c].exists() and srcf[c].exists())
+    base = out
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    free = shutil.disk_usage(base).free
+    if need > free:
+        raise UserError(f"--out {out}: the multi-hot tables and shards need "
+                        f"{need / 2**30:,.1f} GiB, {free / 2**30:,.1f} GiB free on {base}")
+
+
 def materialize(src, out, sizes=MLPERF_MULTI_HOT, chunk_rows: int = CHUNK_ROWS, log=print) -> dict:
     """Write OUT (module docstring); returns its manifest."""
     src, out = Path(src), Path(out)
@@ -102,12 +148,14 @@ def materialize(src, out, sizes=MLPERF_MULTI_HOT, chunk_rows: int = CHUNK_ROWS, 
         raise UserError(f"chunk rows must be >= 1, got {chunk_rows}")
     if out.resolve() == src.resolve():
         raise UserError("--out must differ from --src")
+    check_writable_dir(out, "--out")     # an existing regular file was a NotADirectoryError
     done = out / "manifest.json"
     if done.exists():
         old = manifest_io.load(out)
         if old.get("multi_hot", {}).get("sizes") != list(sizes):
             raise UserError(f"{out} holds multi-hot data of other sizes; use a new --out")
         return old
+    _check_room(src, out, m, rows, sizes, chunk_rows)
     tables = [np.load(p, mmap_mode="r") for p in _write_tables(out, rows, sizes, chunk_rows, log)]
     for split, info in m["splits"].items():
         for shard in info["shards"]:
