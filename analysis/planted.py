@@ -41,7 +41,7 @@ from scipy import optimize, special
 from analysis.fitting import NO_CONSTANT
 from analysis.laws import PowerLawFit, fit_power_law
 
-TRAIN_STREAM, EVAL_STREAM = 0, 1     # the generator's streams (dlrm_jax/data/synthetic.py)
+TRAIN_STREAM = 0                     # the generator's training stream (dlrm_jax/data/synthetic.py)
 # Poisson means up to this are summed term by term (positive terms, no cancellation);
 # beyond, Kummer's function 1F1(1; 1 + 1/lambda; -mu), which agrees with the sum to
 # 1e-12 where both apply and costs ~2 us a value, so it is kept to the few popular ids.
@@ -305,8 +305,8 @@ def predict_data_exponent(laws, n, *, info: float, base_ctr: float,
 
 def predict_for_source(source, n, *, eval_examples: int) -> DataExponentPrediction:
     """`predict_data_exponent` for a synthetic source: its laws, and I and the Bayes NE of
-    its own eval set (the first `eval_examples` of the eval stream)."""
-    batch, p = source.examples(EVAL_STREAM, np.arange(int(eval_examples)))
+    its own eval set (`eval_batch`, the first `eval_examples` of the eval stream)."""
+    batch, p = source.eval_batch(int(eval_examples)), source.eval_true_probs(int(eval_examples))
     return predict_data_exponent(feature_laws(source), n, info=click_information(p),
                                  base_ctr=float(source.base_ctr),
                                  bayes_ne=normalized_entropy(np.asarray(p), batch.labels))
@@ -324,9 +324,9 @@ def normalized_entropy(probs, labels) -> float:
 
 @dataclass
 class CountLearner:
-    """Logistic MAP over per-id tables with Gaussian priors N(0, sigma_f^2): the learner
-    whose posterior the theory describes, fitted by block-coordinate Newton steps (one
-    feature's table at a time: its Hessian is diagonal, one bincount)."""
+    """Logistic MAP over per-id tables with Gaussian priors N(0, sigma_f^2) and a free
+    intercept: the learner whose posterior the theory describes, fitted by block-coordinate
+    Newton steps (one feature's table and the intercept at a time: two bincounts)."""
     rows: tuple[int, ...]
     sigmas: tuple[float, ...]
     intercept: float = 0.0
@@ -350,23 +350,27 @@ class CountLearner:
         z = self.logits(ids)
         prec = [1.0 / s ** 2 if s > 0 else np.inf for s in self.sigmas]
         for sweep in range(1, max_sweeps + 1):
-            p = special.expit(z)
-            # intercept: one Newton step on the mean residual (no prior)
-            step = float(np.sum(y - p) / max(np.sum(p * (1 - p)), 1e-12))
-            self.intercept += step
-            z += step
-            moved = abs(step)
+            moved = 0.0
             for f, table in enumerate(self.tables):
                 if not math.isfinite(prec[f]):
                     continue
+                # Newton on (table f, intercept) together: a popular id's effect and the
+                # intercept move the same examples, and stepping them one at a time
+                # creeps along that valley for dozens of sweeps. The Hessian is diagonal
+                # plus the intercept's row and column: solved by its Schur complement.
                 p = special.expit(z)
+                w = p * (1 - p)
                 col = ids[:, f]
-                grad = np.bincount(col, y - p, len(table)) - prec[f] * table
-                hess = np.bincount(col, p * (1 - p), len(table)) + prec[f]
-                d = grad / hess
+                u = np.bincount(col, w, len(table))
+                g = np.bincount(col, y - p, len(table)) - prec[f] * table
+                dg = u + prec[f]
+                g0, h0 = float(np.sum(y - p)), float(np.sum(w))
+                d0 = (g0 - float(np.sum(u * g / dg))) / max(h0 - float(np.sum(u * u / dg)), 1e-300)
+                d = (g - u * d0) / dg
                 table += d
-                z += d[col]
-                moved = max(moved, float(np.abs(d).max()))
+                self.intercept += d0
+                z += d[col] + d0
+                moved = max(moved, float(np.abs(d).max()), abs(d0))
             if moved < tol:
                 return sweep
         return max_sweeps
@@ -374,10 +378,16 @@ class CountLearner:
 
 @dataclass
 class CountLearnerCurve:
-    """Eval NE of the count-based learner after each prefix of the training stream."""
+    """Eval NE of the count-based learner after each prefix of the training stream.
+
+    ne - bayes_ne is what a study sees (label noise included); kl_ne, the mean KL divergence
+    of the predictions from the true probabilities over the same eval inputs (in NE units),
+    is its expectation over the labels: the excess without the labels' noise.
+    """
     n: np.ndarray
     ne: np.ndarray
     bayes_ne: float
+    kl_ne: np.ndarray
     sweeps: np.ndarray
 
     @property
@@ -397,21 +407,25 @@ class CountLearnerCurve:
 def count_learner_curve(source, n, *, eval_examples: int, max_sweeps: int = 50,
                         tol: float = 1e-4) -> CountLearnerCurve:
     """The learner on the source's training stream (prefixes of n examples, one draw of
-    the largest) and its NE on the first `eval_examples` of the eval stream, minus nothing:
-    `bayes_ne` is the NE of the true probabilities on the same eval set."""
+    the largest, each fit warm-started from the one before) and its NE on the first
+    `eval_examples` of the eval stream; `bayes_ne` is the NE of the true probabilities on
+    the same eval set."""
     n = np.sort(np.asarray(n, np.int64))
     if len(n) == 0 or n[0] < 1 or len(np.unique(n)) != len(n):
         raise ValueError("count_learner_curve: need distinct example counts >= 1")
     laws = feature_laws(source)          # checks the source is one the theory describes
     train, _ = source.examples(TRAIN_STREAM, np.arange(int(n[-1])))
-    ev, p_true = source.examples(EVAL_STREAM, np.arange(int(eval_examples)))
+    ev, p_true = source.eval_batch(int(eval_examples)), source.eval_true_probs(int(eval_examples))
     ids, y = np.asarray(train.sparse, np.int64), np.asarray(train.labels, np.float64)
     eval_ids = np.asarray(ev.sparse, np.int64)
     learner = CountLearner(tuple(int(r) for r in source.table_sizes),
                            tuple(law.sigma for law in laws))
-    ne, sweeps = [], []
+    h = entropy(float(np.mean(ev.labels)))
+    ne, kl, sweeps = [], [], []
     for k in n:
         sweeps.append(learner.fit(ids[:k], y[:k], max_sweeps=max_sweeps, tol=tol))
-        ne.append(normalized_entropy(special.expit(learner.logits(eval_ids)), ev.labels))
-    return CountLearnerCurve(n.astype(np.float64), np.array(ne),
-                             normalized_entropy(p_true, ev.labels), np.array(sweeps))
+        q = special.expit(learner.logits(eval_ids))
+        ne.append(normalized_entropy(q, ev.labels))
+        kl.append(float(np.mean(special.rel_entr(p_true, q) + special.rel_entr(1 - p_true, 1 - q))) / h)
+    return CountLearnerCurve(n.astype(np.float64), np.array(ne), normalized_entropy(p_true, ev.labels),
+                             np.array(kl), np.array(sweeps))

@@ -159,3 +159,89 @@ def test_no_constant_fit_is_a_power_law_through_the_origin():
     assert f.to_dict()["options"]["log_constant_bounds_normalised"] == [-30.0, -30.0]
     with pytest.raises(ValueError, match="log_constant_bounds"):
         FitOptions(log_constant_bounds=(1.0, 0.0))
+
+
+# -- the training-free tier: the count-based learner on the generator's own draws ----------
+
+# The fast tier's grid: 2^13..2^18 examples, 2^17 eval examples, the default world seed.
+# (The full study grid, 2^14..2^20 with 2^18 eval examples, takes ~25 s per world.)
+TIER_N = 2.0 ** np.arange(13, 19)
+TIER_EVAL = 1 << 17
+
+
+@pytest.fixture(scope="module")
+def tier():
+    out = {}
+    for name, s, k in (("A1", 1.6, 1 << 14), ("A2", 1.4, 1 << 16)):
+        src = planted_source(s, k)
+        t0 = time.perf_counter()
+        pred = P.predict_for_source(src, TIER_N, eval_examples=TIER_EVAL)
+        curve = P.count_learner_curve(src, TIER_N, eval_examples=TIER_EVAL)
+        fits = curve.fits(bootstrap=200)
+        out[name] = pred, curve, fits, time.perf_counter() - t0
+    return out
+
+
+@pytest.mark.parametrize("name", ["A1", "A2"])
+def test_count_learner_recovers_the_planted_exponent(tier, name):
+    pred, curve, (excess_fit, free_fit), seconds = tier[name]
+    assert curve.bayes_ne == pred.bayes_ne and np.all(curve.excess > 0)
+    assert np.all(curve.sweeps <= 10), curve.sweeps        # warm starts: ~5 Newton sweeps each
+    # The learner is the theory's: its expected excess (KL over the eval inputs) is the
+    # exact curve within a few percent at every n, not just in slope.
+    np.testing.assert_allclose(curve.kl_ne / pred.excess_ne, 1.0, atol=0.06)
+    # The study's fits of its labelled eval NE: the intervals cover the planted answers.
+    lo, hi = excess_fit.ci["beta"]
+    assert lo <= pred.beta_excess <= hi, (pred.beta_excess, excess_fit.beta, lo, hi)
+    assert abs(excess_fit.beta - pred.beta_excess) <= max(0.06, (hi - lo) / 2)
+    lo, hi = free_fit.ci["beta"]
+    assert lo <= pred.beta_free <= hi, (pred.beta_free, free_fit.beta, lo, hi)
+    g_lo, g_hi = free_fit.ci["gamma"]
+    assert g_lo <= curve.bayes_ne + 0.005 and g_hi >= curve.bayes_ne - 0.03
+    assert seconds < 60, seconds                           # ~6 s each on the 2-core VM
+
+
+def test_the_two_planted_exponents_differ_as_predicted(tier):
+    (p1, _, (f1, _), _), (p2, _, (f2, _), _) = tier["A1"], tier["A2"]
+    assert p1.beta_excess - p2.beta_excess > 0.07
+    assert f1.beta - f2.beta > 0.04
+
+
+def test_count_learner_is_the_logistic_map():
+    # Three features of a few ids and an intercept: the block-Newton fit is the minimiser of
+    # the penalised log loss (L-BFGS on the same objective).
+    rng = np.random.default_rng(0)
+    rows, sig = (5, 3, 7), (0.8, 0.4, 1.2)
+    ids = np.stack([rng.integers(0, r, 3000) for r in rows], 1)
+    z = -1.0 + sum(rng.normal(0, s, r)[ids[:, f]] for f, (r, s) in enumerate(zip(rows, sig)))
+    y = (rng.random(3000) < 1 / (1 + np.exp(-z))).astype(np.float64)
+    learner = P.CountLearner(rows, sig)
+    assert learner.fit(ids, y, tol=1e-10) < 50
+
+    def objective(theta):
+        b, parts = theta[0], np.split(theta[1:], np.cumsum(rows)[:-1])
+        zz = b + sum(t[ids[:, f]] for f, t in enumerate(parts))
+        pen = sum(0.5 * np.sum(t ** 2) / s ** 2 for t, s in zip(parts, sig))
+        return np.sum(np.logaddexp(0, zz) - y * zz) + pen
+
+    theta = np.concatenate([[learner.intercept], *learner.tables])
+    parts = np.split(theta[1:], np.cumsum(rows)[:-1])
+    r = 1 / (1 + np.exp(-(theta[0] + sum(t[ids[:, f]] for f, t in enumerate(parts))))) - y
+    grad = [np.sum(r)] + [np.bincount(ids[:, f], r, len(t)) + t / s ** 2
+                          for f, (t, s) in enumerate(zip(parts, sig))]
+    assert np.abs(np.concatenate([np.atleast_1d(g) for g in grad])).max() < 1e-7
+    from scipy import optimize
+    other = optimize.minimize(objective, np.zeros(1 + sum(rows)), method="L-BFGS-B",
+                              options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 10_000})
+    assert objective(theta) <= other.fun + 1e-9
+    np.testing.assert_allclose(theta, other.x, atol=1e-4)
+
+
+def test_count_learner_curve_rejects_bad_input():
+    src = planted_source(1.6, 1 << 8)
+    with pytest.raises(ValueError, match="distinct example counts"):
+        P.count_learner_curve(src, [64, 64, 128], eval_examples=256)
+    curve = P.CountLearnerCurve(np.array([1.0, 2, 4, 8]), np.array([0.8, 0.79, 0.78, 0.77]), 0.785,
+                                np.zeros(4), np.ones(4))
+    with pytest.raises(ValueError, match="at or below the Bayes NE"):
+        curve.fits(bootstrap=0)
