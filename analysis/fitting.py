@@ -74,7 +74,8 @@ class FitOptions:
     @property
     def constant_bounds(self) -> tuple[float, float]:
         """Bounds of the constant's normalised log-coefficient."""
-        return self.log_coef_bounds if self.log_constant_bounds is None else self.log_constant_bounds
+        b = self.log_constant_bounds
+        return self.log_coef_bounds if b is None else b
 
     @property
     def constant_fixed(self) -> bool:
