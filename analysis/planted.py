@@ -26,6 +26,13 @@ prior, block-coordinate Newton over the per-id tables), evaluated like a trained
 Its fitted intervals must cover the prediction; when they do and a trained model's do
 not, the gap is the trained learner's, not the analysis's.
 
+Two more planted answers (research note, sections 2 and 3), from plain parameters:
+* `blind_gap`, `blind_gap_exact`: the NE a model loses when it cannot represent a term of
+  the teacher, such as a bit-wise trilinear term that pairwise dot products carry none of;
+* `rank_floor`, `dim_optimum`: the Eckart-Young floor of rank-D pair terms built from a
+  latent spectrum m^-rho, and the embedding dimension that minimises floor + estimation
+  error at each FLOP budget, with its allocation exponent a (-> 1 / (rho + 1)).
+
 Numpy and scipy only: sources are read through their attributes and methods (duck
 typing), nothing from the training package is imported.
 """
@@ -91,7 +98,7 @@ def zipf_rank_probs(cardinality: int, s: float) -> np.ndarray:
     if not (math.isfinite(s) and s > 0):
         raise ValueError(f"zipf_rank_probs: s must be > 0, got {s!r}")
     x = np.arange(1, int(cardinality) + 2, dtype=np.float64)
-    # log of the unnormalised CDF increments, stable near s = 1 (expm1 of (1 - s) log x)
+    # the unnormalised CDF, integral of t^-s from 1 to x: stable near s = 1 via expm1
     u = np.log(x) if abs(s - 1.0) < 1e-9 else np.expm1((1.0 - s) * np.log(x)) / (1.0 - s)
     p = np.diff(u)
     return p / p.sum()

@@ -1,5 +1,6 @@
 """Planted answers (analysis/planted.py): the exact finite-K excess curve against direct sums
 and the research note's numbers, its laws against the generator's own draws, and bad input."""
+import functools
 import subprocess
 import sys
 import time
@@ -17,6 +18,12 @@ from dlrm_jax.data.synthetic import EVAL_STREAM, SyntheticSource
 from dlrm_jax.data.world import load_world
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@functools.lru_cache(maxsize=4)
+def planted_world(s, k):
+    """The note's planted-zipf worlds, built once per test module (their eval sets are cached)."""
+    return planted_source(s, k)
 
 
 def planted_source(s, k, **kw):
@@ -124,8 +131,8 @@ def test_predictions_for_the_planted_zipf_worlds():
     # Bayes NE known 0.384 / 0.304, three-parameter beta 0.365 / 0.278. The free beta
     # depends a little on the eval set's Bayes NE and I; the excess slope hardly.
     n = 2.0 ** np.arange(14, 21)
-    a1 = P.predict_for_source(planted_source(1.6, 1 << 14), n, eval_examples=1 << 15)
-    a2 = P.predict_for_source(planted_source(1.4, 1 << 16), n, eval_examples=1 << 15)
+    a1 = P.predict_for_source(planted_world(1.6, 1 << 14), n, eval_examples=TIER_EVAL)
+    a2 = P.predict_for_source(planted_world(1.4, 1 << 16), n, eval_examples=TIER_EVAL)
     assert a1.beta_excess == pytest.approx(0.384, abs=0.004)
     assert a2.beta_excess == pytest.approx(0.304, abs=0.004)
     assert a1.beta_free == pytest.approx(0.365, abs=0.012)
@@ -173,7 +180,7 @@ TIER_EVAL = 1 << 17
 def tier():
     out = {}
     for name, s, k in (("A1", 1.6, 1 << 14), ("A2", 1.4, 1 << 16)):
-        src = planted_source(s, k)
+        src = planted_world(s, k)
         t0 = time.perf_counter()
         pred = P.predict_for_source(src, TIER_N, eval_examples=TIER_EVAL)
         curve = P.count_learner_curve(src, TIER_N, eval_examples=TIER_EVAL)
