@@ -12,7 +12,7 @@ laptops; a test checks). Training and analysis meet only through files.
 Modules: objective (log-space law, Huber loss), fitting (starts, L-BFGS-B,
 convergence), bootstrap, laws (public fits), validation (holdout, flags), results
 (loading, resource axes), study (multipliers, gains, inversion, comparisons, frontier),
-plots, report, cli.
+plots, report, cli; planted (the answers a planted synthetic world must give).
 """
 
 from analysis.bootstrap import Bootstrap

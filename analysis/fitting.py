@@ -41,6 +41,10 @@ class FitOptions:
     huber_delta: float = 1e-3
     exponent_bounds: tuple[float, float] = (0.0, 4.0)
     log_coef_bounds: tuple[float, float] = (-30.0, 30.0)
+    # Bounds of the constant's log-coefficient (gamma, E); None: log_coef_bounds. Equal
+    # bounds hold it fixed: (-30, -30) fits y = alpha * x**(-beta) with no constant, as for
+    # an excess over a known asymptote (`NO_CONSTANT`).
+    log_constant_bounds: tuple[float, float] | None = None
     # Exponent grid per power term; None: geometric grids (see `exponent_grid`).
     grid: tuple[float, ...] | None = None
     n_polish: int = 5
@@ -61,6 +65,22 @@ class FitOptions:
         lo, hi = self.exponent_bounds
         if not lo < hi:
             raise ValueError(f"exponent_bounds must be (lo, hi) with lo < hi, got {self.exponent_bounds}")
+        if self.log_constant_bounds is not None:
+            lo, hi = self.log_constant_bounds
+            if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+                raise ValueError("log_constant_bounds must be finite (lo, hi) with lo <= hi, "
+                                 f"got {self.log_constant_bounds}")
+
+    @property
+    def constant_bounds(self) -> tuple[float, float]:
+        """Bounds of the constant's normalised log-coefficient."""
+        b = self.log_constant_bounds
+        return self.log_coef_bounds if b is None else b
+
+    @property
+    def constant_fixed(self) -> bool:
+        lo, hi = self.constant_bounds
+        return lo == hi
 
     def exponent_grid(self, k: int) -> np.ndarray:
         """Grid values for each exponent. One term: 40 values 0.01..3 (NE laws have
@@ -79,6 +99,7 @@ class FitOptions:
             "huber_delta": self.huber_delta,
             "exponent_bounds": list(self.exponent_bounds),
             "log_coef_bounds_normalised": list(self.log_coef_bounds),
+            "log_constant_bounds_normalised": list(self.constant_bounds),
             "grid": None if self.grid is None else list(self.grid),
             "n_polish": self.n_polish,
             "n_polish_bootstrap": self.n_polish_bootstrap,
@@ -201,8 +222,12 @@ class Solution:
     convergence: Convergence
 
 
+# The constant held at 1e-13 of the typical y, i.e. absent: the law alpha * x**(-beta).
+NO_CONSTANT = FitOptions(log_constant_bounds=(-30.0, -30.0))
+
+
 def bounds(k: int, options: FitOptions) -> list[tuple[float, float]]:
-    return [options.log_coef_bounds] * k + [options.exponent_bounds] * k + [options.log_coef_bounds]
+    return [options.log_coef_bounds] * k + [options.exponent_bounds] * k + [options.constant_bounds]
 
 
 def grid_starts(problem: Problem, options: FitOptions, weights: np.ndarray | None
@@ -221,14 +246,18 @@ def grid_starts(problem: Problem, options: FitOptions, weights: np.ndarray | Non
     rows = (sw / y)[:, None]
     combos = np.array(list(itertools.product(g, repeat=k)))
     thetas = np.empty((len(combos), 2 * k + 1))
-    design = np.ones((len(y), k + 1))
+    c_lo, c_hi = options.constant_bounds
+    # A fixed constant is moved to the target side; a free one is a column of ones.
+    fixed = options.constant_fixed
+    design = np.ones((len(y), k if fixed else k + 1))
+    target = sw * (1 - np.exp(c_lo) / y) if fixed else sw
     for j, e in enumerate(combos):
         design[:, :k] = np.exp(-problem.logx * e)
-        c, _ = optimize.nnls(design * rows, sw)
-        logc = np.log(np.clip(c, np.exp(lo), np.exp(hi)))
-        thetas[j, :k] = logc[:k]
+        c, _ = optimize.nnls(design * rows, target)
+        logc = np.log(np.clip(c[:k], np.exp(lo), np.exp(hi)))
+        thetas[j, :k] = logc
         thetas[j, k:2 * k] = e
-        thetas[j, 2 * k] = logc[k]
+        thetas[j, 2 * k] = c_lo if fixed else np.log(np.clip(c[k], np.exp(c_lo), np.exp(c_hi)))
     values = objective.value(thetas, problem.logx, problem.logy, options.huber_delta, weights)
     return thetas, values, (len(g),) * k
 
