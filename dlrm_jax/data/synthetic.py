@@ -131,7 +131,20 @@ class SyntheticSource:
             f, g = sorted(rng.choice(NUM_SPARSE, 2, replace=False))
             pairs.add((int(f), int(g)))
         self._pairs = np.array(sorted(pairs))
+        if world is not None and world.pairs is not None:
+            # Explicit pairs replace the random ones, drawn above all the same, so that
+            # everything drawn after them is the world's without the explicit list.
+            self._pairs = np.array(world.pairs)
+            num_pairs = len(world.pairs)
         self._pair_scale = pair_effect / math.sqrt(num_pairs * latent_dim)
+        # A latent spectrum (planted worlds): component m of <u_f, u_g> weighted by
+        # lambda_m^2 ~ m^-rho, summing to the same pair variance pair_effect^2 / pairs.
+        # A rank-D model then misses the components past D: its floor falls as D^-(rho-1).
+        self._pair_weights = None
+        if world is not None and world.latent_rho is not None:
+            lam2 = np.arange(1, latent_dim + 1, dtype=np.float64) ** -world.latent_rho
+            self._pair_weights = (lam2 / lam2.sum() * pair_effect ** 2 / num_pairs).astype(np.float32)
+        self._triple = world.triple if world is not None else None
         self._dense_mu = rng.uniform(0.5, 3.0, NUM_DENSE)      # log-count location
         self._dense_sigma = rng.uniform(0.5, 1.5, NUM_DENSE)
         hidden = 8
@@ -143,7 +156,7 @@ class SyntheticSource:
         self._perm = []
         # With a world, ranks are scrambled over the present ids 1..C (id 0 = missing).
         for c in (self.cardinalities if world is None else [f.cardinality for f in world.features]):
-            mult = int(rng.integers(1, c)) | 1
+            mult = int(rng.integers(1, c)) | 1 if c > 1 else 1  # one value: nothing to scramble
             while math.gcd(mult, c) != 1:
                 mult += 1
             self._perm.append((mult % c if c > 1 else 0, int(rng.integers(0, c))))
@@ -158,12 +171,13 @@ class SyntheticSource:
 
     # ----------------------------------------------------------------- teacher parts
 
-    def _effects(self, f: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per-id effect e_f[id] (scaled) and latent u_f[id] [..., k] of feature f."""
+    def _effects(self, f: int, ids: np.ndarray, latents: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per-id effect e_f[id] (scaled) and latent u_f[id] [..., k] of feature f (None unless `latents`)."""
         if self._tables is not None:
             eff, lat = self._tables[f]
-            return eff[ids], lat[ids]
-        return self._hash_effects(f, ids)
+            return eff[ids], (lat[ids] if latents else None)
+        eff, lat = self._hash_effects(f, ids)
+        return eff, (lat if latents else None)
 
     def _hash_effects(self, f: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = self.latent_dim
@@ -220,15 +234,36 @@ class SyntheticSource:
         # The teacher reads the transformed values the model sees, standardised.
         zs = (dense - self._dense_mu) / self._dense_sigma
         logit = np.tanh(zs @ self._dense_w + self._dense_c) @ self._dense_a
-        lats = []
+        lats = {}
+        paired = set(self._pairs.ravel().tolist())  # latents are gathered only where a pair term reads them
         for f in range(NUM_SPARSE):
             bag = ids[:, self._col_feature == f]                         # [B, k]
-            eff, lat = self._effects(f, bag)
+            eff, lat = self._effects(f, bag, latents=f in paired)
             logit += eff.mean(axis=1) if bag.shape[1] > 1 else eff[:, 0]
-            lats.append(lat.mean(axis=1) if bag.shape[1] > 1 else lat[:, 0])
+            if lat is not None:
+                lats[f] = lat.mean(axis=1) if bag.shape[1] > 1 else lat[:, 0]
         for f, g in self._pairs:
-            logit += self._pair_scale * np.einsum("bk,bk->b", lats[f], lats[g])
+            if self._pair_weights is None:
+                logit += self._pair_scale * np.einsum("bk,bk->b", lats[f], lats[g])
+            else:
+                logit += np.einsum("bk,k,bk->b", lats[f], self._pair_weights, lats[g])
+        if self._triple is not None and self._triple.effect > 0:
+            logit += self.triple_term(ids)
         return logit
+
+    def triple_latents(self, f: int, ids: np.ndarray) -> np.ndarray:
+        """The trilinear term's latents of feature f's ids [..., rank]: the first `rank`
+        components of the pair latents u_f (N(0, 1) per id).  Shared, so that the pair
+        terms on these features pull a model's embeddings towards the very latents the
+        trilinear term is built on: from small random embeddings a pure trilinear term
+        sits at a saddle (its gradient is a product of two near-zero embeddings)."""
+        return self._effects(f, ids)[1][..., :self._triple.rank].astype(np.float64)
+
+    def triple_term(self, ids: np.ndarray) -> np.ndarray:
+        """T [B] of a world's trilinear term (world.Triple) for one-hot ids [B, 26]."""
+        t = self._triple
+        a, b, c = (self.triple_latents(f, ids[:, f]) for f in t.features)
+        return (t.effect / math.sqrt(t.rank)) * np.einsum("bk,bk,bk->b", a, b, c)
 
     def _solve_intercept(self) -> float:
         _, _, logit = self._raw(CALIBRATION_STREAM, np.arange(1 << 15))

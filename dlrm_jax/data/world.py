@@ -196,6 +196,22 @@ class DenseMarginal:
 
 
 @dataclass(frozen=True)
+class Triple:
+    """T = effect / sqrt(rank) * sum_k u_f[i]_k u_g[j]_k u_h[l]_k over the first `rank`
+    components of the features' pair latents u (N(0, 1) per id; rank <= latent_dim).
+
+    Its mean given any two of the three ids is 0, so no sum of pairwise terms
+    carries any of it; a product of three features (DCN's second cross layer)
+    represents it exactly."""
+    features: tuple[int, int, int]    # feature indices (0-based)
+    rank: int
+    effect: float                     # the term's standard deviation
+
+    def to_json(self) -> dict:
+        return {"features": [f"C{f + 1}" for f in self.features], "rank": self.rank, "effect": self.effect}
+
+
+@dataclass(frozen=True)
 class World:
     name: str
     base_ctr: float
@@ -205,6 +221,10 @@ class World:
     pair_effect: float
     dense_effect: float
     latent_dim: int = 4
+    # Planted teacher terms (README, "Planted truths"); absent in fitted worlds:
+    pairs: tuple[tuple[int, int], ...] | None = None   # explicit pair terms (feature indices); None: 24 random
+    latent_rho: float | None = None      # latent spectrum: component m of the pair latents has variance ~ m^-rho
+    triple: Triple | None = None         # a rank-r element-wise trilinear term on three features
     source: dict = field(default_factory=dict, compare=False)   # provenance + fit report
     comment: str = field(default="", compare=False)
 
@@ -213,11 +233,21 @@ class World:
         """Rows per feature's id space (present values + the missing id 0)."""
         return tuple(f.rows for f in self.features)
 
+    def teacher_json(self) -> dict:
+        t = {"id_effect": self.id_effect, "pair_effect": self.pair_effect,
+             "dense_effect": self.dense_effect, "latent_dim": self.latent_dim}
+        if self.pairs is not None:
+            t["pairs"] = [[f"C{f + 1}", f"C{g + 1}"] for f, g in self.pairs]
+        if self.latent_rho is not None:
+            t["latent_spectrum"] = {"rho": self.latent_rho}
+        if self.triple is not None:
+            t["triple"] = self.triple.to_json()
+        return t
+
     def to_json(self) -> dict:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "name": self.name,
                 "comment": self.comment, "base_ctr": self.base_ctr,
-                "teacher": {"id_effect": self.id_effect, "pair_effect": self.pair_effect,
-                            "dense_effect": self.dense_effect, "latent_dim": self.latent_dim},
+                "teacher": self.teacher_json(),
                 "categorical": {f"C{j + 1}": law.to_json() for j, law in enumerate(self.features)},
                 "dense": {f"I{j + 1}": d.to_json() for j, d in enumerate(self.dense)},
                 "source": self.source}
@@ -261,11 +291,11 @@ def world_from_json(d: Any, where: str) -> World:
             c = d["categorical"][f"C{j + 1}"]
             law = IdLaw(int(c["cardinality"]), float(c["missing_rate"]), float(c["s"]),
                         float(c.get("q", 0.0)), tuple(float(x) for x in c.get("head", ())))
-            if (law.cardinality < 1 or not 0 <= law.missing_rate <= 1 or law.s <= 0 or law.q < 0
+            if (law.cardinality < 1 or not 0 <= law.missing_rate <= 1 or law.s < 0 or law.q < 0
                     or len(law.head) > law.cardinality or any(x < 0 for x in law.head)
                     or sum(law.head) > 1 + 1e-6):
                 raise bad(f"categorical C{j + 1}: need cardinality >= 1, missing_rate in [0, 1], "
-                          "s > 0, q >= 0, at most cardinality head shares >= 0 summing to <= 1")
+                          "s >= 0 (0: uniform), q >= 0, at most cardinality head shares >= 0 summing to <= 1")
             feats.append(law)
         dense = []
         for j in range(NUM_DENSE):
@@ -279,8 +309,9 @@ def world_from_json(d: Any, where: str) -> World:
             dense.append(DenseMarginal(float(e["missing_rate"]), probs, qs))
         w = World(name=str(d.get("name", "")), base_ctr=float(d["base_ctr"]), features=tuple(feats),
                   dense=tuple(dense), id_effect=float(t["id_effect"]), pair_effect=float(t["pair_effect"]),
-                  dense_effect=float(t["dense_effect"]), latent_dim=int(t.get("latent_dim", 4)),
-                  source=d.get("source", {}), comment=str(d.get("comment", "")))
+                  dense_effect=float(t["dense_effect"]), latent_dim=_int(t.get("latent_dim", 4), bad,
+                                                                         "teacher.latent_dim"),
+                  **_planted_terms(t, bad), source=d.get("source", {}), comment=str(d.get("comment", "")))
     except KeyError as err:
         raise bad(f"missing field {err.args[0]!r}") from None
     except (TypeError, ValueError) as err:
@@ -289,9 +320,75 @@ def world_from_json(d: Any, where: str) -> World:
         raise bad(f"bad value ({err})") from None
     if not 0 < w.base_ctr < 1:
         raise bad(f"base_ctr must be in (0, 1), got {w.base_ctr}")
+    if w.triple is not None and w.triple.rank > w.latent_dim:
+        raise bad(f"teacher.triple.rank ({w.triple.rank}) must be <= teacher.latent_dim ({w.latent_dim}): "
+                  f"the term is built on the pair latents")
     if min(w.id_effect, w.pair_effect, w.dense_effect) < 0 or w.latent_dim < 1:
         raise bad("teacher effects must be >= 0 and latent_dim >= 1")
     return w
+
+
+_TEACHER_KEYS = {"id_effect", "pair_effect", "dense_effect", "latent_dim", "pairs", "latent_spectrum", "triple"}
+
+
+def _int(v: Any, bad, key: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+        raise bad(f"{key} must be a whole number, got {v!r}")
+    return int(v)
+
+
+def _feature(v: Any, bad, key: str) -> int:
+    """A categorical feature's name, "C1".."C26", as its index 0..25."""
+    names = [f"C{j + 1}" for j in range(NUM_SPARSE)]
+    if v not in names:
+        raise bad(f"{key} must name a categorical feature (C1..C{NUM_SPARSE}), got {v!r}")
+    return names.index(v)
+
+
+def _planted_terms(t: dict, bad) -> dict:
+    """The optional teacher terms of planted worlds, each checked with its key named."""
+    unknown = sorted(set(t) - _TEACHER_KEYS)
+    if unknown:
+        raise bad(f"teacher: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_TEACHER_KEYS))})")
+    out: dict = {}
+    if "pairs" in t:
+        if not isinstance(t["pairs"], list) or not t["pairs"]:
+            raise bad("teacher.pairs must be a non-empty list of [feature, feature] pairs")
+        seen = set()
+        for i, pair in enumerate(t["pairs"]):
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise bad(f"teacher.pairs[{i}] must be a pair of feature names, got {pair!r}")
+            f, g = (_feature(x, bad, f"teacher.pairs[{i}]") for x in pair)
+            key = (min(f, g), max(f, g))
+            if f == g or key in seen:
+                raise bad(f"teacher.pairs[{i}]: {pair!r} pairs a feature with itself or repeats a pair")
+            seen.add(key)
+        out["pairs"] = tuple(sorted(seen))
+    if "latent_spectrum" in t:
+        spec = t["latent_spectrum"]
+        if not isinstance(spec, dict) or set(spec) != {"rho"}:
+            raise bad('teacher.latent_spectrum must be {"rho": R}')
+        rho = spec["rho"]
+        if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not rho > 0:
+            raise bad(f"teacher.latent_spectrum.rho must be > 0, got {rho!r}")
+        out["latent_rho"] = float(rho)
+    if "triple" in t:
+        tr = t["triple"]
+        if not isinstance(tr, dict) or set(tr) != {"features", "rank", "effect"}:
+            raise bad('teacher.triple must be {"features": [F, G, H], "rank": R, "effect": S}')
+        if not isinstance(tr["features"], list) or len(tr["features"]) != 3:
+            raise bad(f"teacher.triple.features must name three features, got {tr['features']!r}")
+        feats = tuple(_feature(x, bad, "teacher.triple.features") for x in tr["features"])
+        if len(set(feats)) != 3:
+            raise bad(f"teacher.triple.features must be three different features, got {tr['features']!r}")
+        rank = _int(tr["rank"], bad, "teacher.triple.rank")
+        effect = tr["effect"]
+        if rank < 1:
+            raise bad(f"teacher.triple.rank must be >= 1, got {rank}")
+        if isinstance(effect, bool) or not isinstance(effect, (int, float)) or not effect >= 0:
+            raise bad(f"teacher.triple.effect must be >= 0, got {effect!r}")
+        out["triple"] = Triple(feats, rank, float(effect))
+    return out
 
 
 def preset_names() -> list[str]:
