@@ -49,6 +49,7 @@ RESOURCE_AXES = {
     "dcn_rank": "params_dense",
     "dcn_layers": "params_dense",
     "wukong_layers": "params_dense",
+    "planted_zipf": "train_examples",
 }
 # Schemes that are grids of model sizes x example counts: at one resource value several
 # allocations compete and only the best is on the scaling curve (the compute-efficient

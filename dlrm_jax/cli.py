@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
     dm.add_argument("--out", required=True, help="demo directory (resumed if it exists)")
     dm.add_argument("--workers", type=int, default=1, help="runs at once (local processes)")
 
+    pt = sub.add_parser("planted", help="a study in a planted world, whose answer is known: predicted beside "
+                                        "recovered (planted.json, planted.md)")
+    pt.add_argument("studies", nargs="*", metavar="NAME",
+                    help="planted study (planted-zipf); all when none is named")
+    pt.add_argument("--out", required=True, help="study directory (resumed if it exists)")
+    pt.add_argument("--workers", type=int, default=1, help="runs at once (local processes)")
+
     a = sub.add_parser("analyze", help="fit scaling laws to a sweep", add_help=False)
     a.add_argument("rest", nargs=argparse.REMAINDER)
 
@@ -126,6 +133,16 @@ def _run(args) -> int:
         rows = run_sweep(args.sweep, args.out, args.preset, args.overrides, workers=args.workers,
                          shard=args.shard, dry_run=args.dry_run)
         return 2 if any(r["status"] != "done" for r in rows) else 0
+    if args.command == "planted":
+        from dlrm_jax.planted import run_planted
+        results = run_planted(args.studies, args.out, workers=args.workers)
+        for study in results["studies"].values():
+            for a in study["answers"]:
+                print(f"{'pass' if a['pass'] else 'FAIL'}  {a['study']}: {a['name']}: predicted {a['predicted']:.3f}, "
+                      f"recovered {a['fitted']:.3f} [{a['interval'][0]:.3f}, {a['interval'][1]:.3f}] "
+                      f"(tolerance {a['tolerance']:.3f})")
+        print(f"-> {args.out}/planted.json, planted.md")
+        return 0 if results["pass"] else 1  # a planted answer not recovered: the study failed
     if args.command == "demo":
         from dlrm_jax.demo import demo
         return demo(args.out, workers=args.workers)

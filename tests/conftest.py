@@ -55,3 +55,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` (the trained planted studies, minutes each) run only when asked for:
+    `-m slow`, or DLRM_SCALING_SLOW=1; the README's test command leaves them out."""
+    if config.getoption("-m") or os.environ.get("DLRM_SCALING_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow or DLRM_SCALING_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
