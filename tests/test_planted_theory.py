@@ -41,7 +41,8 @@ def test_imports_without_jax():
     # A blocked `jax` makes any import of it fail; nothing of the training package either.
     code = ("import sys; sys.modules['jax'] = None; import analysis.planted; "
             "bad = [m for m in sys.modules if m.startswith(('jax', 'flax', 'dlrm_jax')) "
-            "and sys.modules[m] is not None and m not in ('dlrm_jax', 'dlrm_jax.files', 'dlrm_jax.errors', 'dlrm_jax.tpu_topologies')]; "
+            "and sys.modules[m] is not None and m not in "
+            "('dlrm_jax', 'dlrm_jax.files', 'dlrm_jax.errors', 'dlrm_jax.tpu_topologies')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
