@@ -25,6 +25,9 @@ class Sweep:
     name: str
     description: str
     points: Callable[[Any], list[dict[str, Any]]]
+    # Optional: extend(base, rows, log) -> more points, given the finished rows so far (an
+    # IsoFLOP sweep bracketing its valley); called until it returns none it already has.
+    extend: Callable[..., list[dict[str, Any]]] | None = None
 
 
 def load_sweep(name_or_file: str) -> Sweep:
@@ -47,4 +50,4 @@ def load_sweep(name_or_file: str) -> Sweep:
     if not callable(getattr(module, "points", None)):
         raise UserError(f"sweep {name_or_file}: defines no points(base_config) function")
     return Sweep(name=name, description=(module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else "",
-                 points=module.points)
+                 points=module.points, extend=getattr(module, "extend", None))

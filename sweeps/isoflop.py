@@ -16,6 +16,14 @@ scaled together) by x 1/4 to x 4.  Other paths and grids: a sweep file of your o
     def points(base):
         return isoflop_points(base, path="top_mlp", sizes=(0.5, 1, 2, 4, 8), n_budgets=5)
 
+Bracketing: a budget whose best run (lowest eval NE) is at the smallest or largest size
+tried has no valley inside the grid, and its minimum is a bound, not an estimate.  The
+sweep then adds the next size beyond that edge (x 1/2 or x 2) for that budget, runs it,
+and looks again, at most `MAX_EXTENSIONS` sizes on each side (`extend`, run by the sweep
+runner); a budget still at the edge after that, or whose next size cannot train within
+it (one batch costs more than the budget), is said so in the log, and the analysis
+flags it (`at_edge`).
+
 Run:  dlrm-scaling sweep isoflop --preset small --out runs/sweeps/isoflop
       dlrm-scaling analyze runs/sweeps/isoflop --out runs/sweeps/isoflop/report
 """
@@ -99,5 +107,61 @@ def isoflop_points(base, *, budget_list: Sequence[float] | None = None, n_budget
     return out
 
 
+MAX_EXTENSIONS = 2  # sizes added beyond each edge of a budget's grid, at most
+
+
+def _canonical(v: Any) -> str:
+    return ",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
+
+
+def bracket_points(base, rows: Sequence[dict], log=print, *, path: str = "width_and_dim",
+                   sizes: Sequence[float] = SIZES, max_extensions: int = MAX_EXTENSIONS) -> list[dict[str, Any]]:
+    """Points one size beyond the edge for every budget whose best finished run is at an edge.
+
+    rows: finished runs (results rows: `train.flop_budget`, the path's keys, `eval_ne`).
+    The sizes a budget tried are read back from the rows' model keys, on the ladder of the
+    grid's sizes and their halvings and doublings up to `max_extensions` beyond it."""
+    low, high = min(sizes), max(sizes)
+    ladder = sorted({*sizes, *(low / 2 ** k for k in range(1, max_extensions + 1)),
+                     *(high * 2 ** k for k in range(1, max_extensions + 1))})
+    keys = PATHS[path]
+    by_values = {}
+    for f in ladder:
+        model = scaled_model(base, path, f)
+        by_values.setdefault(tuple(_canonical(model[k]) for k in keys), f)
+    tried: dict[float, list[tuple[float, float]]] = {}
+    for r in rows:
+        if r.get("eval_ne") is None or r.get("train.flop_budget") in (None, ""):
+            continue
+        f = by_values.get(tuple(_canonical(r.get(k)) for k in keys))
+        if f is not None:
+            tried.setdefault(float(r["train.flop_budget"]), []).append((f, float(r["eval_ne"])))
+    out = []
+    for c, runs in sorted(tried.items()):
+        best = min(runs, key=lambda x: x[1])[0]
+        have = sorted({f for f, _ in runs})
+        if len(have) < 2 or have[0] < best < have[-1]:
+            continue  # a valley inside the sizes tried (or too few sizes to tell)
+        side = "smallest" if best == have[0] else "largest"
+        nxt = [f for f in ladder if (f < have[0] if side == "smallest" else f > have[-1])]
+        if not nxt:
+            log(f"isoflop: budget {c:.3g}: the best size is still the {side} tried (x{best:g}) after "
+                f"{max_extensions} added sizes; its minimum is a bound (at_edge in the analysis)")
+            continue
+        f = nxt[-1] if side == "smallest" else nxt[0]
+        added = isoflop_points(base, budget_list=[c], sizes=[f], path=path)
+        if not added:
+            log(f"isoflop: budget {c:.3g}: the best size is the {side} tried (x{best:g}), and the next one "
+                f"(x{f:g}) cannot train within the budget (one batch costs more); its minimum is a bound")
+            continue
+        log(f"isoflop: budget {c:.3g}: the best size is the {side} tried (x{best:g}); adding x{f:g}")
+        out += added
+    return out
+
+
 def points(base):
     return isoflop_points(base)
+
+
+def extend(base, rows, log=print):
+    return bracket_points(base, rows, log)

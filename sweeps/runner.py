@@ -76,7 +76,16 @@ def plan(sweep: Sweep, out: Path, preset: str | None, overrides: Sequence[str]) 
         assert all(isinstance(v, dict) for v in listed)
     except Exception as err:
         raise UserError(f"sweep {sweep.name}: points(base) must return a list of {{key: value}} dicts ({err!r})")
-    points, seen = [], {}
+    points = plan_values(sweep, out, preset, overrides, listed)
+    if not points:
+        raise UserError(f"sweep {sweep.name} has no points")
+    return points
+
+
+def plan_values(sweep: Sweep, out: Path, preset: str | None, overrides: Sequence[str],
+                listed: list[dict[str, Any]], known: Sequence[Point] = ()) -> list[Point]:
+    """Points for these values (those not among `known`), with validated configs and commands."""
+    points, seen = [], {p.name: p.values for p in known}
     for values in listed:
         name = run_name(values)
         if name in seen:
@@ -91,8 +100,6 @@ def plan(sweep: Sweep, out: Path, preset: str | None, overrides: Sequence[str]) 
             cmd += ["--set", s]
         cmd += ["--out", str(out / name), "--no-progress"]
         points.append(Point(name, dict(values), out / name, tuple(cmd), cfg))
-    if not points:
-        raise UserError(f"sweep {sweep.name} has no points")
     return points
 
 
@@ -137,8 +144,27 @@ def run_sweep(sweep_name: str, out: str | Path, preset: str | None = None, overr
     # (each saves a checkpoint at its step and exits PREEMPTED_EXIT), wait for them.
     watch = preemption.watch()
     forwarded = False
+    base = load_config(preset, list(overrides)) if sweep.extend is not None else None
     try:
-        while (todo and not watch.requested_now()) or running:
+        while True:
+            if not todo and not running and not watch.requested_now() and sweep.extend is not None:
+                # Every point so far is finished: the sweep may ask for more (an IsoFLOP
+                # sweep whose best size at a budget sits at the edge of the sizes tried).
+                if n > 1:
+                    log(f"sweep {sweep.name}: not extended beyond its grid in a shard (--shard {shard}): "
+                        f"extensions need every point's result")
+                    break
+                done_rows = [r for r in results_rows(sweep, points, startup_errors) if r["status"] == "done"]
+                more = plan_values(sweep, out, preset, list(overrides), sweep.extend(base, done_rows, log), points)
+                if not more:
+                    break
+                points, mine = points + more, mine + more
+                todo = [p for p in more if not is_done(p)]
+                finished += len(more) - len(todo)
+                log(f"sweep {sweep.name}: {len(more)} point(s) added beyond the grid, {len(todo)} to run")
+                continue
+            if not ((todo and not watch.requested_now()) or running):
+                break
             while todo and len(running) < workers and not watch.requested_now():
                 p = todo.pop(0)
                 p.run_dir.mkdir(parents=True, exist_ok=True)
