@@ -234,6 +234,15 @@ MUTATIONS = [
              "            lam2 = np.arange(latent_dim, 0, -1, dtype=np.float64) ** -world.latent_rho",
              "the latent spectrum falls with the component index",
              ("tests/test_planted_worlds.py::test_explicit_pairs_and_a_latent_spectrum_set_the_pair_term",)),
+    Mutation("isoflop-bracket-never-extends", "sweeps/isoflop.py",
+             "        if len(have) < 2 or have[0] < best < have[-1]:",
+             "        if len(have) < 2 or have[0] <= best <= have[-1]:",
+             "a budget whose best size is at an edge of the grid gets the next size beyond it",
+             ("tests/test_isoflop_sweep.py::test_a_budget_whose_best_size_is_at_an_edge_gets_the_next_size_beyond_it",)),
+    Mutation("runner-extension-ignored", "sweeps/runner.py",
+             "                if not more:\n                    break", "                if True:\n                    break",
+             "the runner runs the points a sweep adds once its grid is done",
+             ("tests/test_isoflop_sweep.py::test_the_runner_runs_the_points_a_sweep_adds_and_a_rerun_adds_none",)),
 ]
 
 
