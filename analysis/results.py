@@ -50,6 +50,7 @@ RESOURCE_AXES = {
     "dcn_layers": "params_dense",
     "wukong_layers": "params_dense",
     "planted_zipf": "train_examples",
+    "planted_triple": "train_flops",  # per interaction: analysis/architectures.py
 }
 # Schemes that are grids of model sizes x example counts: at one resource value several
 # allocations compete and only the best is on the scaling curve (the compute-efficient

@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     pt = sub.add_parser("planted", help="a study in a planted world, whose answer is known: predicted beside "
                                         "recovered (planted.json, planted.md)")
     pt.add_argument("studies", nargs="*", metavar="NAME",
-                    help="planted study (planted-zipf); all when none is named")
+                    help="planted study (planted-zipf, planted-triple); all when none is named")
     pt.add_argument("--out", required=True, help="study directory (resumed if it exists)")
     pt.add_argument("--workers", type=int, default=1, help="runs at once (local processes)")
 

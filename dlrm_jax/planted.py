@@ -36,7 +36,7 @@ import numpy as np
 from dlrm_jax.errors import UserError
 from dlrm_jax.files import write_atomic
 
-STUDIES = ("planted-zipf",)
+STUDIES = ("planted-zipf", "planted-triple")
 ZIPF_WORLDS = ("planted-zipf-1.6", "planted-zipf-1.4")
 # The trained study: the small preset with the `cat` interaction (per-id effects reach the
 # top MLP directly; `dot` reaches them only through products with the bottom MLP's output,
@@ -148,6 +148,74 @@ def zipf_study(out: Path, *, workers: int = 1, log: Callable[[str], None] = prin
             "preset": ZIPF_PRESET, "overrides": list(ZIPF_OVERRIDES)}
 
 
+TRIPLE_WORLDS = ("planted-triple", "planted-triple-control")
+TRIPLE_OVERRIDES = ("eval.examples=2**18",)
+WIN_SHARE = 0.9   # dcn must be the winner at the largest budget in at least this share of refits
+
+
+def _seed_means(df):
+    """Mean eval NE over seeds per (interaction, examples), with the seed spread (max - min)."""
+    keys = ["model.interaction", "train_examples"]
+    g = df.groupby(keys)
+    out = g.agg(eval_ne=("eval_ne", "mean"), train_flops=("train_flops", "first"),
+                bayes_ne=("bayes_ne", "first"), seeds=("eval_ne", "size")).reset_index()
+    out["seed_spread"] = g["eval_ne"].agg(lambda v: float(v.max() - v.min())).to_numpy()
+    return out
+
+
+def triple_study(out: Path, *, workers: int = 1, log: Callable[[str], None] = print) -> dict:
+    """The trilinear world and its control: the sweep, the gaps, the architecture comparison."""
+    from analysis.architectures import compare_architectures
+    from analysis.planted import blind_gap_exact
+    from analysis.results import load_results
+    from dlrm_jax.data import make_source
+    from dlrm_jax.data.synthetic import EVAL_STREAM
+    from sweeps.runner import run_sweep
+
+    worlds = {}
+    for world in TRIPLE_WORLDS:
+        rows = run_sweep("planted_triple", out / world, ZIPF_PRESET, [f"synthetic.world={world}", *TRIPLE_OVERRIDES],
+                         workers=workers, log=log)
+        failed = [r["run"] for r in rows if r["status"] != "done"]
+        if failed:
+            raise UserError(f"planted-triple: {world}: runs {', '.join(failed)} did not finish; see their "
+                            f"train.log under {out / world}")
+        means = _seed_means(load_results(out / world))
+        top = int(means["train_examples"].max())
+        at_top = means[means["train_examples"] == top].set_index("model.interaction")
+        cmp = compare_architectures(means, extrapolate=1.0, bootstrap=BOOTSTRAP)
+        worlds[world] = {
+            "bayes_ne": float(means["bayes_ne"].iloc[0]), "examples": top,
+            "ne_at_top": {a: float(v) for a, v in at_top["eval_ne"].items()},
+            "seed_spread_at_top": {a: float(v) for a, v in at_top["seed_spread"].items()},
+            "gap_dot_minus_dcn": float(at_top.loc["dot", "eval_ne"] - at_top.loc["dcn", "eval_ne"]),
+            "winner_at_top": cmp.winners[-1], "win_share_at_top": cmp.win_share[-1],
+            "comparison": cmp.to_dict(),
+        }
+    from dlrm_jax.config import load_config
+    source = make_source(load_config(ZIPF_PRESET, [f"synthetic.world={TRIPLE_WORLDS[0]}", *TRIPLE_OVERRIDES]))
+    idx = np.arange(1 << 16)
+    _, ids, logit = source._raw(EVAL_STREAM, idx)
+    term = source.triple_term(ids)
+    triple = source.world.triple
+    blind = blind_gap_exact(triple.effect, base_ctr=float(source.base_ctr), rest_logits=logit - term,
+                            rank=triple.rank)
+    w, c = (worlds[x] for x in TRIPLE_WORLDS)
+    diff = w["gap_dot_minus_dcn"] - c["gap_dot_minus_dcn"]
+    spread = max(max(w["seed_spread_at_top"].values()), max(c["seed_spread_at_top"].values()))
+    answers = [
+        Answer("planted-triple", f"(dot - dcn) with the term minus without, at {w['examples']:,} examples",
+               blind, diff, (diff - spread, diff + spread), blind / 2, bool(diff >= blind / 2),
+               "must be >= half the blind gap; interval: +- the largest seed spread of eval NE"),
+        Answer("planted-triple", "dcn wins at the largest budget (share of refits)", WIN_SHARE,
+               float(w["win_share_at_top"] or 0.0) if w["winner_at_top"] == "dcn" else 0.0, (0.0, 1.0),
+               0.0, bool(w["winner_at_top"] == "dcn" and (w["win_share_at_top"] or 0.0) >= WIN_SHARE),
+               f"winner: {w['winner_at_top']}; cat and wukong reported, not asserted"),
+    ]
+    return {"worlds": worlds, "blind_gap": blind, "answers": [a.to_dict() for a in answers],
+            "preset": ZIPF_PRESET, "overrides": list(TRIPLE_OVERRIDES)}
+
+
 def _plot_zipf(study: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -192,6 +260,19 @@ def report_markdown(results: dict) -> str:
                          f"| {max(w['seed_spread']):.4f} (largest) |")
         lines += ["", "A failed recovery by the trained model with a passing count-based learner is the "
                       "trained learner's (optimiser, one pass); one where both fail is the fit's or the grid's."]
+    triple = results["studies"].get("planted-triple")
+    if triple:
+        lines += ["", "## planted-triple", "",
+                  f"Blind gap computed from the world: {triple['blind_gap']:.4f} NE.", "",
+                  "| world | Bayes NE | " + " | ".join(f"{a} NE (seed spread)" for a in
+                                                     ("dot", "cat", "dcn", "wukong")) + " | winner (share) |",
+                  "|---|---|---|---|---|---|---|"]
+        for world, w in triple["worlds"].items():
+            cells = [f"{w['ne_at_top'].get(a, float('nan')):.4f} ({w['seed_spread_at_top'].get(a, float('nan')):.4f})"
+                     for a in ("dot", "cat", "dcn", "wukong")]
+            share = w["win_share_at_top"]
+            lines.append(f"| {world} | {w['bayes_ne']:.4f} | " + " | ".join(cells)
+                         + f" | {w['winner_at_top']} ({'n/a' if share is None else f'{share:.0%}'}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -222,6 +303,8 @@ def run_planted(names: list[str] | None, out: str | Path, *, workers: int = 1,
         if name == "planted-zipf":
             results["studies"][name] = zipf_study(out, workers=workers, log=log)
             _plot_zipf(results["studies"][name], out / "planted.png")
+        elif name == "planted-triple":
+            results["studies"][name] = triple_study(out, workers=workers, log=log)
     results["pass"] = all(a["pass"] for s in results["studies"].values() for a in s["answers"])
     write_atomic(out / "planted.json", json.dumps(_finite(results), indent=2) + "\n")
     write_atomic(out / "planted.md", report_markdown(results))
