@@ -24,10 +24,12 @@ from scipy import optimize, special
 
 
 def variant(triple_effect: float, pairs: str, pair_effect: float, id_effect: float,
-            rank: int, latent_dim: int, others: str = "zipf") -> dict:
+            rank: int, latent_dim: int, others: str = "zipf", cardinality: int = 256) -> dict:
     from dlrm_jax.data import planted_worlds as pw
     w = pw.triple(triple_effect)
     t = w["teacher"]
+    for j in range(1, 4):
+        w["categorical"][f"C{j}"] = pw._ids(cardinality, 0.0)
     if others == "none":        # the 23 other features: one value each, so no effect and no noise
         for j in range(4, 27):
             w["categorical"][f"C{j}"] = pw._ids(1, 0.0)
@@ -69,6 +71,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pair-effect", type=float, default=0.75)
     ap.add_argument("--id-effect", type=float, default=0.75)
     ap.add_argument("--triple-effect", type=float, default=0.6)
+    ap.add_argument("--cardinality", type=int, default=256, help="ids of C1-C3")
     ap.add_argument("--others", choices=("zipf", "none"), default="zipf")
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--latent-dim", type=int, default=4)
@@ -83,9 +86,9 @@ def main(argv=None) -> int:
     log = a.log or a.out / "planted_learnability.jsonl"
     effects = [a.triple_effect] + ([0.0] if a.control and a.triple_effect > 0 else [])
     for eff in effects:
-        w = variant(eff, a.pairs, a.pair_effect, a.id_effect, a.rank, a.latent_dim, a.others)
+        w = variant(eff, a.pairs, a.pair_effect, a.id_effect, a.rank, a.latent_dim, a.others, a.cardinality)
         knobs = {"triple_effect": eff, "pairs": a.pairs, "pair_effect": a.pair_effect,
-                 "id_effect": a.id_effect, "rank": a.rank, "latent_dim": a.latent_dim, "others": a.others}
+                 "id_effect": a.id_effect, "rank": a.rank, "latent_dim": a.latent_dim, "others": a.others, "cardinality": a.cardinality}
         tag = "_".join(f"{k}={v}" for k, v in knobs.items())
         path = a.out / f"world_{abs(hash(tag)) % 10**8}.json"
         path.write_text(json.dumps(w, indent=2) + "\n")
