@@ -31,6 +31,8 @@ ComputeDtype = Literal["float32", "bfloat16"]
 EmbeddingOptimizer = Literal["sgd", "adagrad", "rowwise_adagrad", "adagrad_torch", "rowwise_adagrad_torch"]
 Sharding = Literal["replicated", "row", "table", "auto"]
 EmbeddingBackend = Literal["tensorcore", "sparsecore"]
+# The embedding optimizers the SparseCore backend implements exactly (embedding/sparsecore.py).
+SPARSECORE_OPTIMIZERS = ("sgd", "adagrad")
 Pooling = Literal["sum", "mean"]
 
 
@@ -317,9 +319,10 @@ def validate(cfg: Config) -> None:
         need(getattr(e, k) >= 0, f"embedding.{k} must be >= 0, got {getattr(e, k)}")
     need(e.exchange_headroom > 0, f"embedding.exchange_headroom must be > 0, got {e.exchange_headroom}")
     need(e.replicate_below_rows >= 0, f"embedding.replicate_below_rows must be >= 0, got {e.replicate_below_rows}")
-    need(e.backend != "sparsecore" or e.optimizer != "rowwise_adagrad",
-         "embedding.optimizer=rowwise_adagrad has no SparseCore form (dlrm_jax/embedding/sparsecore.py says why); "
-         "with embedding.backend=sparsecore use embedding.optimizer=adagrad or sgd")
+    need(e.backend != "sparsecore" or e.optimizer in SPARSECORE_OPTIMIZERS,
+         f"embedding.optimizer={e.optimizer} has no SparseCore form (dlrm_jax/embedding/sparsecore.py says why "
+         f"for rowwise_adagrad; the *_torch forms would run as plain element-wise Adagrad there); "
+         f"with embedding.backend=sparsecore use embedding.optimizer={' or '.join(SPARSECORE_OPTIMIZERS)}")
     need(e.tensorcore_below_rows >= 0, f"embedding.tensorcore_below_rows must be >= 0, got {e.tensorcore_below_rows}")
     need(cfg.data.shuffle_window >= 0, f"data.shuffle_window must be >= 0, got {cfg.data.shuffle_window}")
     for k, v in (("seed", cfg.seed), ("synthetic.seed", cfg.synthetic.seed)):

@@ -243,6 +243,11 @@ MUTATIONS = [
              "                if not more:\n                    break", "                if True:\n                    break",
              "the runner runs the points a sweep adds once its grid is done",
              ("tests/test_isoflop_sweep.py::test_the_runner_runs_the_points_a_sweep_adds_and_a_rerun_adds_none",)),
+    Mutation("sparsecore-torch-optimizers-accepted", "dlrm_jax/config.py",
+             'SPARSECORE_OPTIMIZERS = ("sgd", "adagrad")',
+             'SPARSECORE_OPTIMIZERS = ("sgd", "adagrad", "adagrad_torch", "rowwise_adagrad_torch")',
+             "the SparseCore backend refuses the optimizers it does not implement, at config time",
+             ("tests/test_sparsecore.py::test_torch_adagrad_with_sparsecore_is_a_config_error",)),
 ]
 
 

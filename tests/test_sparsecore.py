@@ -177,6 +177,15 @@ def test_rowwise_adagrad_with_sparsecore_is_a_config_error():
         load_config("tiny", ["embedding.backend=gpu"])
 
 
+@pytest.mark.parametrize("optimizer", ["adagrad_torch", "rowwise_adagrad_torch"])
+def test_torch_adagrad_with_sparsecore_is_a_config_error(optimizer):
+    """They used to fall through to the element-wise g / sqrt(acc + eps) update there."""
+    with pytest.raises(UserError, match=f"embedding.optimizer={optimizer} has no SparseCore form"):
+        load_config("tiny", ["embedding.backend=sparsecore", f"embedding.optimizer={optimizer}"])
+    for ok in ("sgd", "adagrad"):
+        load_config("tiny", ["embedding.backend=sparsecore", f"embedding.optimizer={ok}"])
+
+
 def test_sparsecore_on_cpu_exits_2_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "r"
     code = main(["train", "--preset", "tiny", "--set", "embedding.backend=sparsecore", "--set",

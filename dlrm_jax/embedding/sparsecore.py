@@ -131,6 +131,8 @@ def optimizer_spec(emb_cfg, dim: int):
         return spec.SGDOptimizerSpec(learning_rate=lr)
     if emb_cfg.optimizer == "rowwise_adagrad":
         raise UserError(ROWWISE_UNSUPPORTED)
+    if emb_cfg.optimizer != "adagrad":  # the *_torch forms: g / (sqrt(acc) + eps), and row-wise state
+        raise UserError(f"embedding.optimizer={emb_cfg.optimizer} has no SparseCore form; use adagrad or sgd")
     init = jax.nn.initializers.constant(float(emb_cfg.initial_accumulator))
     return spec.CustomOptimizerSpec(learning_rate=lr,
                                     custom_computation_fn=_adagrad_fn(float(emb_cfg.eps)),
