@@ -183,7 +183,10 @@ def triple_study(out: Path, *, workers: int = 1, log: Callable[[str], None] = pr
         means = _seed_means(load_results(out / world))
         top = int(means["train_examples"].max())
         at_top = means[means["train_examples"] == top].set_index("model.interaction")
-        cmp = compare_architectures(means, extrapolate=1.0, bootstrap=BOOTSTRAP)
+        try:
+            cmp = compare_architectures(means, extrapolate=1.0, bootstrap=BOOTSTRAP)
+        except ValueError as err:
+            raise UserError(f"planted-triple: {world}: {err}") from None
         worlds[world] = {
             "bayes_ne": float(means["bayes_ne"].iloc[0]), "examples": top,
             "ne_at_top": {a: float(v) for a, v in at_top["eval_ne"].items()},
