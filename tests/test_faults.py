@@ -110,11 +110,18 @@ def test_a_stop_between_log_lines_keeps_the_open_window_of_train_losses(tmp_path
     _same_run(run, reference)
 
 
-def test_ctrl_c_to_a_sweep_stops_its_trainer_and_the_rerun_resumes_the_point(tmp_path, reference):
+def test_ctrl_c_to_a_sweep_stops_its_trainer_and_the_rerun_resumes_the_point(tmp_path):
+    # 512 steps: long enough that the signal, passed on by the sweep's 0.2 s poll, reaches
+    # the trainer before it ends on an idle machine (at 128 steps it sometimes finished).
+    run = [*RUN, "--set", "train.examples=2**17"]
+    reference = tmp_path / "ref"
+    ref = _run([sys.executable, "-m", "dlrm_jax", "train", *run, "--set", "seed=0", "--out", str(reference),
+                "--no-progress"])
+    assert ref.returncode == 0, ref.stderr
     sweep_file = tmp_path / "two.py"
     sweep_file.write_text('def points(base):\n    return [{"seed": 0}, {"seed": 1}]\n')
     out = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "dlrm_jax", "sweep", str(sweep_file), *RUN, "--out", str(out)]
+    cmd = [sys.executable, "-m", "dlrm_jax", "sweep", str(sweep_file), *run, "--out", str(out)]
     proc, _, _, err = _signal_after_first_log(cmd, signal.SIGINT, out / "seed-0")
     assert proc.returncode == PREEMPTED_EXIT, err
     assert "preempted (SIGINT): 2 point(s) unfinished (seed-0, seed-1)" in err, err
