@@ -73,8 +73,8 @@ def _max_devices() -> int:
     """Fake CPU devices stand in for a slice's: no more than the largest slice has (8192;
     XLA took 54 s to start that many on the 2-core VM, and 10**8 never finished)."""
     from dlrm_jax import tpu_topologies
-    return max(tpu_topologies.parse(n).chips * tpu_topologies.parse(n).devices_per_chip
-               for n in tpu_topologies.accepted_names())
+    slices = (tpu_topologies.parse(n) for n in tpu_topologies.accepted_names())
+    return max(s.chips * s.devices_per_chip for s in slices)
 
 
 def _ensure_host_devices(n: int, argv: list[str]) -> int | None:

@@ -26,7 +26,6 @@ Adagrad; reported as `learner_floor`), which is not part of the world's answer.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,6 +34,7 @@ import numpy as np
 
 from dlrm_jax.errors import UserError
 from dlrm_jax.files import write_atomic
+from dlrm_jax.rundir import write_json_atomic
 
 STUDIES = ("planted-zipf", "planted-triple")
 ZIPF_WORLDS = ("planted-zipf-1.6", "planted-zipf-1.4")
@@ -43,7 +43,7 @@ ZIPF_WORLDS = ("planted-zipf-1.6", "planted-zipf-1.4")
 # which starts slower), 2^18 eval examples (eval NE standard error ~0.85 / sqrt(N) = 1.7e-3
 # per point), 2^14 to 2^20 training examples.
 ZIPF_OVERRIDES = ("model.interaction=cat", "eval.examples=2**18")
-ZIPF_PRESET = "small"
+PRESET = "small"
 EXPONENT_TOLERANCE = 0.06   # |fitted - predicted| <= max(this, the interval's half-width)
 DIFFERENCE_MARGIN = 0.04    # the two worlds' fitted exponents differ by more, in the predicted direction
 BOOTSTRAP = 1000
@@ -74,9 +74,22 @@ def _within(study: str, name: str, predicted: float, fit, how: str) -> Answer:
                   bool(abs(fit.beta - predicted) <= tol), how)
 
 
-def _world_config(world: str):
+def _world_config(world: str, overrides: tuple[str, ...]):
     from dlrm_jax.config import load_config
-    return load_config(ZIPF_PRESET, [f"synthetic.world={world}", *ZIPF_OVERRIDES])
+    return load_config(PRESET, [f"synthetic.world={world}", *overrides])
+
+
+def _swept(study: str, sweep: str, out: Path, world: str, overrides: tuple[str, ...], workers: int, log):
+    """Run (or resume) the study's sweep in `world` into out/world; its results as a DataFrame."""
+    from analysis.results import load_results
+    from sweeps.runner import run_sweep
+    rows = run_sweep(sweep, out / world, PRESET, [f"synthetic.world={world}", *overrides],
+                     workers=workers, log=log)
+    failed = [r["run"] for r in rows if r["status"] != "done"]
+    if failed:
+        raise UserError(f"{study}: {world}: runs {', '.join(failed)} did not finish; see their "
+                        f"train.log under {out / world}")
+    return load_results(out / world)
 
 
 def zipf_study(out: Path, *, workers: int = 1, log: Callable[[str], None] = print) -> dict:
@@ -84,20 +97,12 @@ def zipf_study(out: Path, *, workers: int = 1, log: Callable[[str], None] = prin
     from analysis.fitting import NO_CONSTANT
     from analysis.laws import fit_power_law
     from analysis.planted import count_learner_curve, predict_for_source
-    from analysis.results import load_results
     from dlrm_jax.data import make_source
-    from sweeps.runner import run_sweep
 
     worlds, answers = {}, []
     for world in ZIPF_WORLDS:
-        rows = run_sweep("planted_zipf", out / world, ZIPF_PRESET,
-                         [f"synthetic.world={world}", *ZIPF_OVERRIDES], workers=workers, log=log)
-        failed = [r["run"] for r in rows if r["status"] != "done"]
-        if failed:
-            raise UserError(f"planted-zipf: {world}: runs {', '.join(failed)} did not finish; see their "
-                            f"train.log under {out / world}")
-        df = load_results(out / world)
-        cfg = _world_config(world)
+        df = _swept("planted-zipf", "planted_zipf", out, world, ZIPF_OVERRIDES, workers, log)
+        cfg = _world_config(world, ZIPF_OVERRIDES)
         source = make_source(cfg)
         n = np.sort(df["train_examples"].unique()).astype(float)
         bayes = float(df["bayes_ne"].iloc[0])
@@ -145,7 +150,7 @@ def zipf_study(out: Path, *, workers: int = 1, log: Callable[[str], None] = prin
                           f"trained model; must exceed {DIFFERENCE_MARGIN} in the predicted direction "
                           f"(interval: the two intervals' extremes)"))
     return {"worlds": worlds, "answers": [x.to_dict() for x in answers],
-            "preset": ZIPF_PRESET, "overrides": list(ZIPF_OVERRIDES)}
+            "preset": PRESET, "overrides": list(ZIPF_OVERRIDES)}
 
 
 TRIPLE_WORLDS = ("planted-triple", "planted-triple-control")
@@ -167,20 +172,13 @@ def triple_study(out: Path, *, workers: int = 1, log: Callable[[str], None] = pr
     """The trilinear world and its control: the sweep, the gaps, the architecture comparison."""
     from analysis.architectures import compare_architectures
     from analysis.planted import blind_gap_exact
-    from analysis.results import load_results
     from dlrm_jax.data import make_source
     from dlrm_jax.data.synthetic import EVAL_STREAM
-    from sweeps.runner import run_sweep
 
     worlds = {}
     for world in TRIPLE_WORLDS:
-        rows = run_sweep("planted_triple", out / world, ZIPF_PRESET, [f"synthetic.world={world}", *TRIPLE_OVERRIDES],
-                         workers=workers, log=log)
-        failed = [r["run"] for r in rows if r["status"] != "done"]
-        if failed:
-            raise UserError(f"planted-triple: {world}: runs {', '.join(failed)} did not finish; see their "
-                            f"train.log under {out / world}")
-        means = _seed_means(load_results(out / world))
+        means = _seed_means(_swept("planted-triple", "planted_triple", out, world, TRIPLE_OVERRIDES,
+                                   workers, log))
         top = int(means["train_examples"].max())
         at_top = means[means["train_examples"] == top].set_index("model.interaction")
         try:
@@ -195,8 +193,7 @@ def triple_study(out: Path, *, workers: int = 1, log: Callable[[str], None] = pr
             "winner_at_top": cmp.winners[-1], "win_share_at_top": cmp.win_share[-1],
             "comparison": cmp.to_dict(),
         }
-    from dlrm_jax.config import load_config
-    source = make_source(load_config(ZIPF_PRESET, [f"synthetic.world={TRIPLE_WORLDS[0]}", *TRIPLE_OVERRIDES]))
+    source = make_source(_world_config(TRIPLE_WORLDS[0], TRIPLE_OVERRIDES))
     # 4,096 eval examples of the rest of the logit: the blind gap's sampling error is then
     # ~1e-3 of itself, and its exact integral over T stays seconds.
     idx = np.arange(1 << 12)
@@ -218,7 +215,7 @@ def triple_study(out: Path, *, workers: int = 1, log: Callable[[str], None] = pr
                f"winner: {w['winner_at_top']}; cat and wukong reported, not asserted"),
     ]
     return {"worlds": worlds, "blind_gap": blind, "answers": [a.to_dict() for a in answers],
-            "preset": ZIPF_PRESET, "overrides": list(TRIPLE_OVERRIDES)}
+            "preset": PRESET, "overrides": list(TRIPLE_OVERRIDES)}
 
 
 def _plot_zipf(study: dict, path: Path) -> None:
@@ -311,18 +308,7 @@ def run_planted(names: list[str] | None, out: str | Path, *, workers: int = 1,
         elif name == "planted-triple":
             results["studies"][name] = triple_study(out, workers=workers, log=log)
     results["pass"] = all(a["pass"] for s in results["studies"].values() for a in s["answers"])
-    write_atomic(out / "planted.json", json.dumps(_finite(results), indent=2) + "\n")
+    write_json_atomic(out / "planted.json", results)  # NaN as null, numpy scalars as numbers
     write_atomic(out / "planted.md", report_markdown(results))
     return results
 
-
-def _finite(obj):
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, np.generic):
-        return _finite(obj.item())
-    return obj

@@ -68,17 +68,14 @@ def _train(cfg: config_lib.Config, run_dir: Path, chrono: Chrono, watch: preempt
     # so a bad value never leaves a config.json that blocks the corrected rerun.
     primary = jax.process_index() == 0
     summary_path = run_dir / "summary.json"
-    if not primary:
-        resuming = rundir.check(run_dir, cfg)
-        summary = rundir.read_summary(run_dir) if resuming else None
-    else:
+    if primary:
         # The lock first, so that a second trainer on this directory is told it is taken
         # (whatever it would find there): it stops having written nothing.
         if run_dir.exists() and not run_dir.is_dir():
             raise UserError(f"--out {run_dir} exists and is not a directory")
         rundir.lock(run_dir)
-        resuming = rundir.check(run_dir, cfg)  # read now that no one else can write
-        summary = rundir.read_summary(run_dir) if resuming else None
+    resuming = rundir.check(run_dir, cfg)  # on the primary: read now that no one else can write
+    summary = rundir.read_summary(run_dir) if resuming else None
     if summary is not None and summary.get("status") == "done":
         log(f"{run_dir}: already done (summary.json); not retraining")
         if primary:
