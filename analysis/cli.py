@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.render import summary_text
     from analysis.report import write_report   # keeps --help fast
     from analysis.results import AxisError
-    from dlrm_jax.files import check_writable_dir
+    from dlrm_jax.run.files import check_writable_dir
 
     args, code = parse(_parser(), argv, PROG)
     if args is None:

@@ -24,7 +24,7 @@ estimate). A budget more than 100x outside the measured FLOPs gets a warning.
 `--memory` / `--topology` bound the embedding tables: when the study's tables (float32
 rows x D plus row-wise Adagrad's 4 bytes per row) do not fit, a per-table row cap
 `model.table_rows` is proposed, with a warning that the law was fitted at the study's
-table sizes. Topologies use the analytic HBM per chip of `dlrm_jax.tpu_topologies` (the
+table sizes. Topologies use the analytic HBM per chip of `dlrm_jax.compile.topologies` (the
 slice names `dlrm-scaling compile --topology` takes, which checks by compiling).
 
 Bad input (missing study, nothing to fit, an unreachable target) raises `PlanError`
@@ -47,14 +47,14 @@ from analysis.bootstrap import percentile_interval
 from analysis.compute_optimal import BUDGET_COLUMN, isoflop_runs
 from analysis.laws import AdditivePowerLawFit, fit_additive_power_law
 from analysis.results import ResultsWarning, load_results
-from dlrm_jax import tpu_topologies         # plain Python: names and sizes, no JAX
+from dlrm_jax.compile import topologies as tpu_topologies         # plain Python: names and sizes, no JAX
 from dlrm_jax.errors import UserError
 
 EXTRAPOLATION_WARN = 100.0      # warn beyond this factor outside the measured FLOPs
 NUM_TABLES = 26                 # Criteo's categorical features (dlrm_jax.data.base.NUM_SPARSE)
 BYTES_PER_FLOAT = 4
 # TPU slices (names, chips, HBM per chip from Google Cloud's TPU pages) are
-# dlrm_jax.tpu_topologies', the check `compile --topology` uses.  A share of HBM is left
+# dlrm_jax.compile.topologies', the check `compile --topology` uses.  A share of HBM is left
 # for the dense arch, optimizer state of the MLPs, activations and XLA's buffers.
 TABLE_SHARE = 0.75
 # The 1-D search spans the study's model sizes and this factor beyond them on each side:
@@ -459,7 +459,7 @@ def parse_bytes(text: str) -> float:
 def topology_memory(name: str) -> tuple[float, str]:
     """Bytes for tables on a TPU slice, from the analytic HBM per chip; (bytes, description).
 
-    Names are checked by `dlrm_jax.tpu_topologies.parse`, as `compile --topology` checks
+    Names are checked by `dlrm_jax.compile.topologies.parse`, as `compile --topology` checks
     them: a slice the planner sizes tables for is one the compiler can be asked about."""
     try:
         s = tpu_topologies.parse(name)

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter
 
 from analysis.results import AXIS_LABELS
-from dlrm_jax.files import atomic_write
+from dlrm_jax.run.files import atomic_write
 
 EXTRAPOLATE = 10.0   # draw the law up to this factor beyond the largest measured x
 

@@ -33,7 +33,7 @@ from analysis.study import (compare_schemes, compute_frontier, fit_schemes, gain
                             multiplier_for_improvement, points, resource_for_target, json_number)
 from analysis.validation import (GRAD_REL_TOL, HOLDOUT_MAX_REL_ERROR, HOLDOUT_MIN_REL_ERROR,
                                  HOLDOUT_RMS_FACTOR, MIN_SHARE_REACHED, MIN_SPAN, PATTERN_P)
-from dlrm_jax.files import write_atomic
+from dlrm_jax.run.files import write_atomic
 
 FORMAT = "dlrm-scaling-fits/1"
 LAW = "NE = alpha * x**(-beta) + gamma"
@@ -184,7 +184,7 @@ def _method(options, bootstrap, seed, level, holdout, axes, improvement) -> dict
 
 
 def _counting() -> dict:
-    """How the axes were counted: the conventions of dlrm_jax/accounting.py, whose numbers
+    """How the axes were counted: the conventions of dlrm_jax/model/accounting.py, whose numbers
     each run records in summary.json (the analysis takes them as recorded)."""
     return {
         "params_total": "params_embedding + params_dense",

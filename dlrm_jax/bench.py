@@ -18,9 +18,14 @@ import time
 import jax
 import optax
 
-from dlrm_jax import accounting, config as config_lib, distributed, embedding as emb_lib, model as model_lib
-from dlrm_jax import host_memory, parallel, step as step_lib
-from dlrm_jax.mesh import AXES
+from dlrm_jax import config as config_lib, embedding as emb_lib
+from dlrm_jax.model import accounting
+from dlrm_jax.parallel import distributed
+from dlrm_jax.model import dlrm as model_lib
+from dlrm_jax import step as step_lib
+from dlrm_jax.parallel import host_memory
+from dlrm_jax.parallel import steps as parallel
+from dlrm_jax.parallel.mesh import AXES
 from dlrm_jax.data import make_source
 from dlrm_jax.errors import UserError
 
@@ -128,7 +133,7 @@ def _rusage() -> dict:
     """This process's minor page faults and CPU seconds (user, system) so far; {} without `resource`.
 
     A step whose temporaries are faulted in afresh shows ~one fault per 4 KiB
-    and system time (see dlrm_jax/host_memory.py), which is how that cost was found.
+    and system time (see dlrm_jax/parallel/host_memory.py), which is how that cost was found.
     """
     try:
         import resource

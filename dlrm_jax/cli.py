@@ -13,7 +13,7 @@ import sys
 
 from dlrm_jax.config import PRESETS
 from dlrm_jax.errors import UserError, write_error
-from dlrm_jax.preemption import PREEMPTED_EXIT, Preempted
+from dlrm_jax.run.preemption import PREEMPTED_EXIT, Preempted
 from sweeps import NAMES as sweep_names
 
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         from analysis.plan_cli import main as plan_main
         return plan_main(argv[1:])
     if argv[:1] == ["compile"]:  # sets the host device count before JAX starts
-        from dlrm_jax.compile_report import main as compile_main
+        from dlrm_jax.compile.report import main as compile_main
         return compile_main(argv[1:])
     if argv[:2] == ["data", "criteo-prepare"]:
         from dlrm_jax.data.criteo.prepare import main as prepare_main
@@ -146,9 +146,9 @@ def _run(args) -> int:
     if args.command == "demo":
         from dlrm_jax.demo import demo
         return demo(args.out, workers=args.workers)
-    from dlrm_jax.compile_cache import enable_compilation_cache
+    from dlrm_jax.compile.cache import enable_compilation_cache
     from dlrm_jax.config import load_config
-    from dlrm_jax.host_memory import keep_freed_memory
+    from dlrm_jax.parallel.host_memory import keep_freed_memory
     overrides = list(args.overrides)
     if getattr(args, "restart_if_unreadable", False):
         overrides.append("checkpoint.restart_if_unreadable=true")

@@ -68,10 +68,10 @@ class ModelConfig:
     top_mlp: tuple[int, ...] = (64, 32)            # hidden sizes; then 1 logit
     interaction: Interaction = "dot"
     compute_dtype: ComputeDtype = "float32"        # MLPs and interaction
-    # dcn: DCNv2 cross layers on the flattened [B, (F+1) D] (dlrm_jax/interactions.py)
+    # dcn: DCNv2 cross layers on the flattened [B, (F+1) D] (dlrm_jax/model/interactions.py)
     dcn_layers: int = 3
     dcn_rank: int = 0                              # low rank r of W V; 0: full rank
-    # wukong: stacked FMB + LCB layers on the [F+1, D] embedding matrix (dlrm_jax/interactions.py)
+    # wukong: stacked FMB + LCB layers on the [F+1, D] embedding matrix (dlrm_jax/model/interactions.py)
     wukong_layers: int = 2
     wukong_fmb_k: int = 8                          # k: the FM block's n x k projection
     wukong_nf: int = 8                             # n_F: embeddings out of the FM block
@@ -97,7 +97,7 @@ class EmbeddingConfig:
     replicate_below_rows: int = 4096
     exchange_headroom: float = 2.0       # sharded tables: all-to-all capacity over an even spread (exchange.py)
     # tensorcore: the single-device / shard_map paths (CPU, GPU, every TPU); sparsecore: TPU
-    # v5p, v6e, tpu7x SparseCores through jax-tpu-embedding (dlrm_jax/embedding/sparsecore.py)
+    # v5p, v6e, tpu7x SparseCores through jax-tpu-embedding (dlrm_jax/embedding/sparsecore/backend.py)
     backend: EmbeddingBackend = "tensorcore"
     tensorcore_below_rows: int = 21000   # sparsecore: smaller tables stay on the TensorCore (RecML's threshold)
 
@@ -320,7 +320,7 @@ def validate(cfg: Config) -> None:
     need(e.exchange_headroom > 0, f"embedding.exchange_headroom must be > 0, got {e.exchange_headroom}")
     need(e.replicate_below_rows >= 0, f"embedding.replicate_below_rows must be >= 0, got {e.replicate_below_rows}")
     need(e.backend != "sparsecore" or e.optimizer in SPARSECORE_OPTIMIZERS,
-         f"embedding.optimizer={e.optimizer} has no SparseCore form (dlrm_jax/embedding/sparsecore.py says why "
+         f"embedding.optimizer={e.optimizer} has no SparseCore form (dlrm_jax/embedding/sparsecore/backend.py says why "
          f"for rowwise_adagrad; the *_torch forms would run as plain element-wise Adagrad there); "
          f"with embedding.backend=sparsecore use embedding.optimizer={' or '.join(SPARSECORE_OPTIMIZERS)}")
     need(e.tensorcore_below_rows >= 0, f"embedding.tensorcore_below_rows must be >= 0, got {e.tensorcore_below_rows}")

@@ -33,8 +33,8 @@ from typing import Callable
 import numpy as np
 
 from dlrm_jax.errors import UserError
-from dlrm_jax.files import write_atomic
-from dlrm_jax.rundir import write_json_atomic
+from dlrm_jax.run.files import write_atomic
+from dlrm_jax.run.rundir import write_json_atomic
 
 STUDIES = ("planted-zipf", "planted-triple")
 ZIPF_WORLDS = ("planted-zipf-1.6", "planted-zipf-1.4")
@@ -222,7 +222,7 @@ def _plot_zipf(study: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from dlrm_jax.files import atomic_write
+    from dlrm_jax.run.files import atomic_write
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for (world, w), color in zip(study["worlds"].items(), ("C0", "C3")):
         n = np.asarray(w["n"])

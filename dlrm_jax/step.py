@@ -1,7 +1,7 @@
 """Train state, the pure train step and the eval forward pass.
 
 Shapes: B batch, F = 26 sparse features, D embed dim, R total table rows.
-The functions here are pure; `dlrm_jax/parallel.py` jits them with shardings
+The functions here are pure; `dlrm_jax/parallel/steps.py` jits them with shardings
 and donated state buffers.  The embedding tables are reached only through a
 backend's `init`, `lookup` and `update` (`embedding/single_device.py` states
 the seam), so the same step runs on one device or a mesh.

@@ -17,14 +17,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlrm_jax import accounting, checkpoint, config as config_lib, distributed, embedding as emb_lib
-from dlrm_jax import metrics as metrics_lib, model as model_lib, parallel, preemption, rundir
+from dlrm_jax import config as config_lib, embedding as emb_lib
+from dlrm_jax.model import accounting
+from dlrm_jax.run import checkpoint
+from dlrm_jax.parallel import distributed
+from dlrm_jax import metrics as metrics_lib
+from dlrm_jax.model import dlrm as model_lib
+from dlrm_jax.parallel import steps as parallel
+from dlrm_jax.run import preemption
+from dlrm_jax.run import rundir
 from dlrm_jax import step as step_lib
-from dlrm_jax.chrono import Chrono
+from dlrm_jax.run.chrono import Chrono
 from dlrm_jax.data import make_source
 from dlrm_jax.data.prefetch import prefetch
 from dlrm_jax.errors import UserError
-from dlrm_jax.rundir import MetricsLog, write_json_atomic
+from dlrm_jax.run.rundir import MetricsLog, write_json_atomic
 from dlrm_jax.schedule import Schedule, schedule_for
 
 class TrainingDiverged(RuntimeError):
@@ -36,7 +43,7 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     """Train one run into `run_dir`; return its summary.  A finished run is not retrained.
 
     SIGTERM or SIGINT during training saves a checkpoint at the step reached and
-    raises `preemption.Preempted` (dlrm_jax/preemption.py); the same call resumes."""
+    raises `preemption.Preempted` (dlrm_jax/run/preemption.py); the same call resumes."""
     chrono = Chrono(clock=time.time)
     distributed.initialize(cfg.distributed)  # before JAX touches a device
     watch = preemption.watch(multi_process=jax.process_count() > 1)

@@ -5,7 +5,7 @@
 
 Runs `dlrm_jax.bench.bench` for each interaction in turn (same process, same
 batches' shape), then prints examples/s, model FLOPs per example and the model
-FLOP rate (analytic training FLOPs, dlrm_jax/accounting.py) of each.
+FLOP rate (analytic training FLOPs, dlrm_jax/model/accounting.py) of each.
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 
-PREEMPTED_EXIT = 75  # dlrm_jax.preemption.PREEMPTED_EXIT (this script runs without the package)
+PREEMPTED_EXIT = 75  # dlrm_jax.run.preemption.PREEMPTED_EXIT (this script runs without the package)
 
 
 def free_port() -> int:

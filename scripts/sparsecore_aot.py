@@ -6,7 +6,7 @@
 Needs the `sparsecore` extra (Python >= 3.12) for --backend sparsecore; any CPU host works
 (libtpu describes the slice).  One JSON object: fits, per-chip memory, compile time, the
 SparseCore calls of the step (sparsecore_compile.sparsecore_ops) and, where the HLO
-collective reader is present (`dlrm_jax.hlo_collectives`), collective bytes by kind.
+collective reader is present (`dlrm_jax.compile.hlo_collectives`), collective bytes by kind.
 """
 import argparse
 import json
@@ -34,8 +34,8 @@ def main() -> int:
     a = p.parse_args()
     from jax.experimental import topologies
     from dlrm_jax.config import load_config
-    from dlrm_jax.files import write_atomic
-    from dlrm_jax.sparsecore_compile import compile_step, sparsecore_ops
+    from dlrm_jax.run.files import write_atomic
+    from dlrm_jax.compile.sparsecore import compile_step, sparsecore_ops
     name, chip_config, hbm = SLICES[a.topology]
     topo = topologies.get_topology_desc(topology_name=name, platform="tpu", chip_config_name=chip_config,
                                         chips_per_host_bounds=(2, 2, 1), num_slices=1)
@@ -61,7 +61,7 @@ def main() -> int:
     hlo = compiled.as_text()
     report.update(sparsecore_ops(hlo))
     try:
-        from dlrm_jax import hlo_collectives
+        from dlrm_jax.compile import hlo_collectives
         report["collectives"] = hlo_collectives.bytes_by_kind(hlo)["within_slice"]
     except ImportError:
         report["collectives"] = None

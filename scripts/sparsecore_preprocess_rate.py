@@ -30,7 +30,7 @@ def main() -> None:
     import numpy as np
     from dlrm_jax.config import load_config
     from dlrm_jax.data import make_source
-    from dlrm_jax.embedding import sparsecore
+    from dlrm_jax.embedding.sparsecore import backend as sparsecore
     from jax_tpu_embedding.sparsecore.lib.nn import embedding
 
     chips, sc, per_host = SLICES[a.topology]

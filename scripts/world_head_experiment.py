@@ -32,7 +32,7 @@ from dlrm_jax.data.calibrate import world_rows  # noqa: E402
 from dlrm_jax.data.synthetic import EVAL_STREAM, TRAIN_STREAM, SyntheticSource  # noqa: E402
 from dlrm_jax.data.world import load_world, world_from_json  # noqa: E402
 from dlrm_jax.metrics import bayes_ne  # noqa: E402
-from dlrm_jax.rundir import write_json_atomic  # noqa: E402
+from dlrm_jax.run.rundir import write_json_atomic  # noqa: E402
 
 
 def run(world_arg: str, seed: int, out: Path, train_rows: int, eval_rows: int) -> dict:

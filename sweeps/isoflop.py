@@ -1,7 +1,7 @@
 """IsoFLOP profiles: K training-FLOP budgets x M model sizes, each run sized to spend its budget.
 
 For each budget C and model size N, `train.examples` is set so that the run's training
-FLOPs (flops_per_example from dlrm_jax/accounting.py x examples) equal C, rounded to
+FLOPs (flops_per_example from dlrm_jax/model/accounting.py x examples) equal C, rounded to
 whole batches (the train loop runs full batches only).  Each point records its budget
 as `train.flop_budget`, so results.csv groups runs by budget.  Per budget, NE against
 model size is a valley; its bottom is the compute-optimal size (Hoffmann et al. 2022,
@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from dlrm_jax.accounting import account
+from dlrm_jax.model.accounting import account
 from dlrm_jax.data.base import NUM_SPARSE
 from dlrm_jax.errors import UserError
 

@@ -29,9 +29,9 @@ from typing import Any, Sequence
 
 from dlrm_jax.config import Config, diff as config_diff, from_dict, load_config
 from dlrm_jax.errors import UserError
-from dlrm_jax.files import write_atomic
-from dlrm_jax import preemption
-from dlrm_jax.rundir import read_json, read_summary
+from dlrm_jax.run.files import write_atomic
+from dlrm_jax.run import preemption
+from dlrm_jax.run.rundir import read_json, read_summary
 from sweeps import Sweep, load_sweep
 
 SUMMARY_FIELDS = ("eval_ne", "eval_logloss", "eval_auc", "eval_calibration", "eval_examples", "train_examples",
@@ -227,8 +227,8 @@ def _outcome(p: Point, startup_errors: dict[str, str]) -> str:
 
 def _set_aside_note(run_dir: Path) -> str:
     """How a run that met unreadable checkpoints resumed (their events in metrics.jsonl), or ""."""
-    from dlrm_jax.checkpoint import UNREADABLE_EVENT
-    from dlrm_jax.rundir import MetricsLog
+    from dlrm_jax.run.checkpoint import UNREADABLE_EVENT
+    from dlrm_jax.run.rundir import MetricsLog
     events = [e for e in MetricsLog(run_dir / "metrics.jsonl").read_lines() if e.get("event") == UNREADABLE_EVENT]
     if not events:
         return ""

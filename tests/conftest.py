@@ -29,7 +29,7 @@ os.environ["XLA_FLAGS"] = f"{_user_flags} {_TIMEOUTS}".strip()  # what subproces
 
 import pytest  # noqa: E402
 
-from dlrm_jax.compile_cache import ENV, enable_compilation_cache  # noqa: E402
+from dlrm_jax.compile.cache import ENV, enable_compilation_cache  # noqa: E402
 
 
 def pytest_configure(config):

@@ -158,7 +158,7 @@ def test_plan_refuses_the_slices_compile_refuses(name, isoflop_study, capsys):
 
 def test_plan_and_compile_accept_the_same_slices():
     from analysis.planner import PlanError, topology_memory
-    from dlrm_jax import tpu_topologies
+    from dlrm_jax.compile import topologies as tpu_topologies
     from dlrm_jax.errors import UserError
     names = tpu_topologies.accepted_names() + ["v5p:4x4x4", "v5litepod-16", "tpu7x:2x2x1",
                                                "v5p:3x3x3", "v4-6", "v9-8", "v5e"]
@@ -343,7 +343,7 @@ def test_plan_refuses_bad_fit_flags(flags, fragment, isoflop_study, capsys):
 
 
 def test_compile_refuses_more_fake_devices_than_any_slice(capsys, monkeypatch):
-    from dlrm_jax import compile_report
+    from dlrm_jax.compile import report as compile_report
 
     def no_child(*a, **k):      # on main: a child JAX with 10**8 CPU devices, which never starts
         raise AssertionError("re-ran compile in a child process")

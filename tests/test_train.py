@@ -91,7 +91,7 @@ def test_resumed_run_counts_the_time_of_the_processes_before_it(tmp_path, monkey
     import time
     import types
 
-    from dlrm_jax import checkpoint
+    from dlrm_jax.run import checkpoint
 
     train_module = sys.modules[train.__module__]
     cfg = tiny("checkpoint.every_examples=8192", "train.eval_every_examples=8192")

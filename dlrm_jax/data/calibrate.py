@@ -38,8 +38,8 @@ from dlrm_jax.data.criteo import manifest as manifest_io
 from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE
 from dlrm_jax.data.world import DenseMarginal, IdLaw, World, curve_rows, distinct_curve, round_sig
 from dlrm_jax.errors import UserError
-from dlrm_jax.files import check_writable_file
-from dlrm_jax.rundir import write_json_atomic
+from dlrm_jax.run.files import check_writable_file
+from dlrm_jax.run.rundir import write_json_atomic
 
 MIN_ROWS = 1000          # below this the distinct-id curve spans too little to fit a tail
 HEAD_MIN_COUNT = 30      # a value seen this often has its share known to ~1/sqrt(30) = 18%

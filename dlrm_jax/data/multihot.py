@@ -10,7 +10,7 @@ always in its bag, and the other ids are a fixed function of it.
 `mlperf_table_chunks` yields those tables chunk by chunk with bounded memory: the
 legacy int64 `randint` draws each value independently of the call's size, so
 consecutive chunks give the one-shot table's values exactly (the byte-for-byte
-test in tests/test_multihot.py checks it).  `MultiHotSource` applies the tables to
+test in tests/data/test_multihot.py checks it).  `MultiHotSource` applies the tables to
 any source's batches on the fly, giving [B, K] ids, K = sum(sizes), bags side by
 side in feature order (`embedding/bags.py`).
 """

@@ -106,7 +106,7 @@ def planted_worlds() -> dict[str, dict]:
 
 
 def write(directory: Path = WORLDS_DIR) -> list[Path]:
-    from dlrm_jax.files import write_atomic
+    from dlrm_jax.run.files import write_atomic
     out = []
     for name, w in planted_worlds().items():
         path = Path(directory) / f"{name}.json"

@@ -16,7 +16,7 @@ where g is the summed gradient of a row over the batch.  `adagrad_torch` and
 w -= lr * g / (sqrt(a) + eps) (torch.optim.Adagrad, FBGEMM EXACT_ROWWISE_ADAGRAD,
 as the MLPerf DLRMv2 reference trains); kept distinct so existing runs are unchanged.  These equal the dense
 optax updates on the full table exactly (rows with no gradient do not move),
-which tests/test_embedding.py checks; `dense_reference` is that optax
+which tests/embedding/test_embedding.py checks; `dense_reference` is that optax
 transformation.
 
 `sparse_update` takes `row_start` and drops ids outside [row_start, row_start +

@@ -40,7 +40,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from dlrm_jax.embedding import exchange, optimizers, placement as placement_lib, tables as emb_lib
-from dlrm_jax.mesh import axis, spec
+from dlrm_jax.parallel.mesh import axis, spec
 
 TABLE_AXIS = axis("table_rows")   # the axes a sharded group's row blocks are split over
 BATCH_AXES = axis("batch")        # the axes the examples are split over

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import UserError
-from ...files import write_atomic
+from dlrm_jax.errors import UserError
+from dlrm_jax.run.files import write_atomic
 from . import format as cf
 
 FORMAT = "dlrm-scaling/criteo-shards"

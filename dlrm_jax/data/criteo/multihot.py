@@ -30,8 +30,8 @@ import numpy as np
 
 from dlrm_jax.data.multihot import CHUNK_ROWS, mlperf_table_chunks
 from dlrm_jax.errors import UserError
-from dlrm_jax.files import check_writable_dir
-from dlrm_jax.rundir import write_json_atomic
+from dlrm_jax.run.files import check_writable_dir
+from dlrm_jax.run.rundir import write_json_atomic
 from . import manifest as manifest_io
 from .table_sizes import MLPERF_DCNV2_MULTI_HOT
 

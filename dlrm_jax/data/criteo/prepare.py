@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ...errors import UserError
+from dlrm_jax.errors import UserError
 from . import format as cf
 from . import manifest as manifest_io
 from .io import StreamError, count_lines, is_gzip

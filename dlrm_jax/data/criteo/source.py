@@ -26,7 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ...errors import UserError
+from dlrm_jax.errors import UserError
 from . import manifest as manifest_io
 from ..base import NUM_DENSE, NUM_SPARSE, Batch
 from ..prefetch import prefetch

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from ...errors import UserError
-from ...files import atomic_write
+from dlrm_jax.errors import UserError
+from dlrm_jax.run.files import atomic_write
 from . import format as cf
 from . import manifest as manifest_io
 from .io import Block, BlockReader, StreamError, parallel_map

@@ -32,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ...errors import UserError
+from dlrm_jax.errors import UserError
 
 NAMED = ("kaggle-dlrm", "terabyte", "terabyte-dlrm", "none")
 _DAY_RE = re.compile(r"day_(\d+)(?:\.[A-Za-z0-9]+)*$")

@@ -28,7 +28,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ...errors import UserError
+from dlrm_jax.errors import UserError
 from . import format as cf
 from .io import BlockReader, StreamError, count_lines
 from .prepare import DEFAULT_HASH_ROWS

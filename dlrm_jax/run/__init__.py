@@ -1,0 +1,1 @@
+"""The run directory and its lifecycle: files, lock, metrics log, summary, checkpoints, time, preemption."""
