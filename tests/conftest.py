@@ -3,6 +3,7 @@
 XLA reads the device count when JAX initialises its CPU backend, so the flag is
 set here, before any test module imports jax, and the backend is started now.
 """
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -39,7 +40,10 @@ def pytest_configure(config):
     processes ever write one cache entry at the same time.
     """
     worker = getattr(config, "workerinput", {}).get("workerid")
-    path = os.path.join(tempfile.gettempdir(), f"dlrm-scaling-test-cache-{os.getuid()}-{worker or 'main'}")
+    # Per checkout too: two clones tested at once on one machine must not share entries.
+    checkout = hashlib.sha1(str(Path(__file__).resolve().parent).encode()).hexdigest()[:8]
+    path = os.path.join(tempfile.gettempdir(),
+                        f"dlrm-scaling-test-cache-{os.getuid()}-{checkout}-{worker or 'main'}")
     if worker:  # workers inherit the controller's setting; each gets its own
         os.environ[ENV] = path
     else:

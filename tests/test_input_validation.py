@@ -89,7 +89,7 @@ def test_world_json_numbers_must_be_finite(path, value, tmp_path, capsys):
 
 @pytest.fixture
 def sweep_csv(tmp_path):
-    from test_analysis_report import sweep_rows, write_csv
+    from tests.analysis.test_report import sweep_rows, write_csv
     return write_csv(tmp_path / "sweep" / "results.csv", sweep_rows())
 
 
@@ -116,7 +116,7 @@ def test_analyze_refuses_bad_targets_and_axes(flags, fragments, sweep_csv, tmp_p
 
 @pytest.fixture
 def isoflop_study(tmp_path):
-    from test_planner import write_study
+    from tests.analysis.test_planner import write_study
     return write_study(tmp_path)
 
 
@@ -258,7 +258,7 @@ def _demo_dir(tmp_path, with_configs: bool):
     import json
 
     import pandas as pd
-    from test_planner import ROWS, law
+    from tests.analysis.test_planner import ROWS, law
     demo = tmp_path / "demo"
     rows = [{"run": f"w{w}_d{int(d)}", "sweep": "compute", "status": "done",
              "model.top_mlp": f"{64 * w:g},{32 * w:g}", "train_examples": d,

@@ -6,7 +6,7 @@ import pytest
 from analysis.compute_optimal import (METHODS, check_isoflop, compute_optimal, envelope_allocation,
                                       isoflop_allocation, joint_allocation)
 from analysis import fit_additive_power_law
-from test_analysis_fitting import CHINCHILLA, chinchilla_points
+from tests.analysis.test_fitting import CHINCHILLA, chinchilla_points
 
 # A known joint law y = E + A / N**alpha + B / D**beta with C = 6 N D.
 LAW = dict(E=0.5, A=40.0, alpha=0.34, B=60.0, beta=0.28)

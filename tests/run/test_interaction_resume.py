@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from test_resume import _checkpoints, _events, _kill_when
+from tests.run.test_resume import _checkpoints, _events, _kill_when
 
 METRICS = ("eval_ne", "eval_logloss", "eval_auc", "eval_calibration", "train_examples", "train_flops",
            "params_dense", "flops_per_example", "bayes_ne")
