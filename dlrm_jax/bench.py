@@ -18,16 +18,11 @@ import time
 import jax
 import optax
 
-from dlrm_jax import config as config_lib, embedding as emb_lib
-from dlrm_jax.model import accounting
-from dlrm_jax.parallel import distributed
-from dlrm_jax.model import dlrm as model_lib
-from dlrm_jax import step as step_lib
-from dlrm_jax.parallel import host_memory
-from dlrm_jax.parallel import steps as parallel
-from dlrm_jax.parallel.mesh import AXES
-from dlrm_jax.data import make_source
+from dlrm_jax import config as config_lib, embedding as emb_lib, step as step_lib
+from dlrm_jax.build import build
+from dlrm_jax.compile.memory import memory_per_device
 from dlrm_jax.errors import UserError
+from dlrm_jax.parallel import distributed, host_memory
 
 NUM_DISTINCT_BATCHES = 4
 
@@ -43,15 +38,10 @@ def bench(cfg: config_lib.Config, batch_size: int | None = None, steps: int = 20
         raise UserError("--steps and --repeats must be positive")
     distributed.initialize(cfg.distributed)
     b = cfg.train.batch_size
-    source = make_source(cfg)
+    built = build(cfg)
+    source, layout, model, tx, acct, par = built.source, built.layout, built.model, built.tx, built.accounting, built.par
     host_batches = [next(source.train_batches(b, i * b, (i + 1) * b, jax.process_index(), jax.process_count()))
                     for i in range(NUM_DISTINCT_BATCHES)]
-    model = model_lib.from_config(cfg.model)
-    layout = emb_lib.layout_for(source.table_sizes, cfg.model.embed_dim)
-    tx = step_lib.dense_optimizer(cfg.train)
-    acct = accounting.account(cfg.model, layout.rows, cfg.embedding.optimizer)
-
-    par = parallel.parallelize(cfg, model, tx, layout)
     batches = [tuple(jax.device_put(x) for x in par.put_batch(batch)) for batch in host_batches]
     state = par.init(0)
     step = par.train_step.lower(state, *batches[0]).compile()
@@ -69,8 +59,8 @@ def bench(cfg: config_lib.Config, batch_size: int | None = None, steps: int = 20
         "embedding_bytes_per_example": acct.embedding_bytes_per_example,
         "achieved_tflops": sparse_rate * acct.flops_per_example / 1e12,
         "devices": par.devices,
-        "mesh": dict(par.mesh.shape) if par.mesh is not None else dict.fromkeys(AXES, 1),
-        "embedding_sharding": par.placement.kind if par.placement is not None else "single-device",
+        "mesh": built.mesh_shape,
+        "embedding_sharding": built.embedding_sharding,
         "table_groups": _groups(par),
         "memory_per_device": memory,
         "platform": jax.devices()[0].platform,
@@ -86,20 +76,6 @@ def bench(cfg: config_lib.Config, batch_size: int | None = None, steps: int = 20
         result["dense_embedding_examples_per_s"] = _bench_dense_embedding(cfg, model, tx, layout, single,
                                                                          steps, repeats)
     return result
-
-
-def memory_per_device(compiled) -> dict:
-    """XLA's memory analysis of a compiled step, bytes per device.
-
-    peak ~ arguments + outputs + temporaries - aliased (donated) buffers.
-    """
-    m = compiled.memory_analysis()
-    if m is None:  # some backends give none
-        return {}
-    out = {k: int(getattr(m, f"{k}_size_in_bytes")) for k in
-           ("argument", "output", "temp", "alias", "generated_code")}
-    out["peak"] = out["argument"] + out["output"] + out["temp"] - out["alias"]
-    return out
 
 
 def _groups(par) -> list[dict]:

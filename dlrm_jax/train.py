@@ -17,20 +17,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlrm_jax import config as config_lib, embedding as emb_lib
-from dlrm_jax.model import accounting
-from dlrm_jax.run import checkpoint
-from dlrm_jax.parallel import distributed
-from dlrm_jax import metrics as metrics_lib
-from dlrm_jax.model import dlrm as model_lib
-from dlrm_jax.parallel import steps as parallel
-from dlrm_jax.run import preemption
-from dlrm_jax.run import rundir
-from dlrm_jax import step as step_lib
-from dlrm_jax.run.chrono import Chrono
+from dlrm_jax import config as config_lib, metrics as metrics_lib
+from dlrm_jax.build import build
 from dlrm_jax.data import make_source
 from dlrm_jax.data.prefetch import prefetch
 from dlrm_jax.errors import UserError
+from dlrm_jax.parallel import distributed
+from dlrm_jax.run import checkpoint, preemption, rundir
+from dlrm_jax.run.chrono import Chrono
 from dlrm_jax.run.rundir import MetricsLog, write_json_atomic
 from dlrm_jax.schedule import Schedule, schedule_for
 
@@ -103,11 +97,8 @@ def _train(cfg: config_lib.Config, run_dir: Path, chrono: Chrono, watch: preempt
     bayes = metrics_lib.bayes_ne(true_probs, eval_set.labels) if true_probs is not None else None
 
     # ---------------------------------------------------------------- model and state
-    model = model_lib.from_config(cfg.model)
-    layout = emb_lib.layout_for(source.table_sizes, cfg.model.embed_dim)
-    acct = accounting.account(cfg.model, layout.rows, cfg.embedding.optimizer)
-    tx = step_lib.dense_optimizer(cfg.train)
-    par = parallel.parallelize(cfg, model, tx, layout)  # mesh and placement: bad ones fail before compiling
+    built = build(cfg, source=source)  # mesh and placement: bad ones fail before compiling
+    acct, par = built.accounting, built.par
     if primary:
         if not resuming:
             rundir.write_config(run_dir, cfg)

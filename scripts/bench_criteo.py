@@ -24,17 +24,15 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from dlrm_jax.data.criteo import format as cf  # noqa: E402
-from dlrm_jax.data.criteo.prepare import PrepareOptions, prepare  # noqa: E402
-from dlrm_jax.data.criteo.source import CriteoSource  # noqa: E402
+from dlrm_jax.data.criteo import format as cf
+from dlrm_jax.data.criteo.prepare import PrepareOptions, prepare
+from dlrm_jax.data.criteo.source import CriteoSource
 
 
 def best(fn, repeats: int) -> float:

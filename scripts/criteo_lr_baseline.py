@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dlrm_jax.data.criteo.source import CriteoSource  # noqa: E402
-from dlrm_jax.metrics import evaluate_logits  # noqa: E402
+from dlrm_jax.data.criteo.source import CriteoSource
+from dlrm_jax.metrics import evaluate_logits
 
 
 def fit(dense, ids, labels, table_sizes, *, epochs=2, lr=0.02, l2=1e-4, batch=64, seed=0):

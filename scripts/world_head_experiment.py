@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from dlrm_jax.data.criteo import format as cf
+from dlrm_jax.data.calibrate import world_rows
+from dlrm_jax.data.synthetic import EVAL_STREAM, TRAIN_STREAM, SyntheticSource
+from dlrm_jax.data.world import load_world, world_from_json
+from dlrm_jax.metrics import bayes_ne
+from dlrm_jax.run.rundir import write_json_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from dlrm_jax.data.criteo import format as cf  # noqa: E402
-from dlrm_jax.data.calibrate import world_rows  # noqa: E402
-from dlrm_jax.data.synthetic import EVAL_STREAM, TRAIN_STREAM, SyntheticSource  # noqa: E402
-from dlrm_jax.data.world import load_world, world_from_json  # noqa: E402
-from dlrm_jax.metrics import bayes_ne  # noqa: E402
-from dlrm_jax.run.rundir import write_json_atomic  # noqa: E402
 
 
 def run(world_arg: str, seed: int, out: Path, train_rows: int, eval_rows: int) -> dict:

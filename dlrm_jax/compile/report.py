@@ -158,27 +158,16 @@ def _targets(topology: str | None, slices: int) -> list:
 def compile_report(cfg, devices, target=None) -> dict:
     """Compile cfg's train step for `devices` (a TPU Slice's or CPU devices) and report per device."""
     import jax
-    from jax.sharding import NamedSharding
 
     from dlrm_jax import embedding as emb_lib
-    from dlrm_jax.model import accounting
-    from dlrm_jax.compile import hlo_collectives
-    from dlrm_jax.model import dlrm as model_lib
-    from dlrm_jax.parallel import steps as parallel
-    from dlrm_jax import step as step_lib
-    from dlrm_jax.compile import sparsecore as sparsecore_compile
-    from dlrm_jax.bench import memory_per_device
-    from dlrm_jax.data import make_source
-    from dlrm_jax.parallel.mesh import AXES, spec
+    from dlrm_jax.build import build
+    from dlrm_jax.compile import hlo_collectives, sparsecore as sparsecore_compile
+    from dlrm_jax.compile.memory import memory_per_device
 
     n = len(devices)
     b = cfg.train.batch_size
-    source = make_source(cfg)
-    layout = emb_lib.layout_for(source.table_sizes, cfg.model.embed_dim)
-    model = model_lib.from_config(cfg.model)
-    acct = accounting.account(cfg.model, layout.rows, cfg.embedding.optimizer)
-    tx = step_lib.dense_optimizer(cfg.train)
-    par = parallel.parallelize(cfg, model, tx, layout, devices=devices)
+    built = build(cfg, devices)
+    layout, acct, par = built.layout, built.accounting, built.par
     capacity = getattr(target, "hbm_bytes", None)
     per_device_batch = b // n
     dense_bytes = 4 * sum(x.size for x in jax.tree.leaves(par.abstract_state.params))
@@ -190,9 +179,8 @@ def compile_report(cfg, devices, target=None) -> dict:
         "target": target.name if target is not None else f"{devices[0].platform}-{n}",
         "platform": devices[0].platform, "device_kind": getattr(devices[0], "device_kind", ""),
         "devices": n, "slices": getattr(target, "slices", 1), "topology": getattr(target, "topology", None),
-        "mesh": dict(par.mesh.shape) if par.mesh is not None else dict.fromkeys(AXES, 1),
-        "embedding_sharding": ("sparsecore" if cfg.embedding.backend == "sparsecore" else
-                               par.placement.kind if par.placement is not None else "single-device"),
+        "mesh": built.mesh_shape,
+        "embedding_sharding": built.embedding_sharding,
         "global_batch": b, "per_device_batch": per_device_batch,
         "table_rows": layout.total_rows, "embed_dim": d,
         "table_bytes": emb_lib.table_bytes(layout, cfg.embedding.optimizer),
@@ -201,17 +189,10 @@ def compile_report(cfg, devices, target=None) -> dict:
         "owner_routed_bound_bytes": bound,
         "jax_version": jax.__version__,
     }
-    shapes = (((b, 13), "float32"), ((b, f), "int32"), ((b,), "float32"))
-    if par.mesh is not None:
-        args = [jax.ShapeDtypeStruct(s, t, sharding=NamedSharding(par.mesh, spec("batch", len(s)))) for s, t in shapes]
-    else:
-        args = [jax.ShapeDtypeStruct(s, t) for s, t in shapes]
-    if par.abstract_batch is not None:  # the SparseCore backend's ids are its preprocessed CSR input
-        args = par.abstract_batch
     state_bytes = sum(_shard_bytes(x) for x in jax.tree.leaves(par.abstract_state))
     t0 = time.perf_counter()
     try:
-        compiled = par.train_step.lower(par.abstract_state, *args).compile()
+        compiled = built.lower().compile()
     except Exception as err:  # noqa: BLE001 -- XLA's out-of-memory error type differs across jax versions
         if not _is_oom(err):
             raise
@@ -241,6 +222,8 @@ def compile_report(cfg, devices, target=None) -> dict:
     report["collective_bytes_over_bound"] = total / bound
     report["flops_xla"] = _flops(compiled)
     report.update(sparsecore_compile.sparsecore_ops(hlo))  # 0 calls on CPU and on TPUs without SparseCores
+    if cfg.embedding.backend == "sparsecore":   # the library's stacking and sharding, as a checkpoint records it
+        report["layout"] = par.layout
     report["_hlo"] = hlo
     return report
 

@@ -16,10 +16,9 @@ SparseCore custom calls inside (SparseGather, AllToAllDynamic, PartitionCsr,
 ...): the id all-to-all of the SparseCore path is such a custom call, not an
 HLO collective, so a collectives count alone does not show it.
 
-`compile_step(cfg, devices)` compiles the exact train step for a slice's
-compile-only devices (from libtpu's topology description, on any CPU host)
-and returns it with the Parallel it came from; `dlrm-scaling compile` builds
-its report on it.
+`dlrm-scaling compile --set embedding.backend=sparsecore` (compile/report.py)
+compiles the exact SparseCore train step (dlrm_jax/build.py) for a slice's
+compile-only devices and adds these counts to its report.
 """
 from __future__ import annotations
 
@@ -48,26 +47,3 @@ def sparsecore_ops(hlo_text: str) -> dict:
             "sparsecore_library_calls": sum(v for k, v in by_op.items() if k in LIBRARY_OPS),
             "sparsecore_calls_by_op": dict(by_op),
             "sparsecore_custom_calls": sparse}
-
-
-def compile_step(cfg, devices):
-    """(compiled train step, Parallel) of `cfg` over `devices` (e.g. a TPU slice's compile-only devices)."""
-    from dlrm_jax import embedding as emb_lib, step as step_lib
-    from dlrm_jax.model import dlrm as model_lib
-    from dlrm_jax.parallel import steps as parallel
-    from dlrm_jax.data import make_source
-    import jax
-    from jax.sharding import NamedSharding
-    from dlrm_jax.parallel.mesh import spec
-
-    source = make_source(cfg)
-    layout = emb_lib.layout_for(source.table_sizes, cfg.model.embed_dim)
-    par = parallel.parallelize(cfg, model_lib.from_config(cfg.model), step_lib.dense_optimizer(cfg.train), layout,
-                               devices=devices)
-    if par.abstract_batch is not None:
-        args = par.abstract_batch
-    else:
-        b, f = cfg.train.batch_size, len(layout.rows)
-        args = [jax.ShapeDtypeStruct(s, t, sharding=NamedSharding(par.mesh, spec("batch", len(s))))
-                for s, t in (((b, 13), "float32"), ((b, f), "int32"), ((b,), "float32"))]
-    return par.train_step.lower(par.abstract_state, *args).compile(), par

@@ -25,6 +25,7 @@ a preparation whose ids cannot be counted) raises UserError: one line, exit 2.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -33,13 +34,12 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize
 
-from dlrm_jax.config import KAGGLE_TABLE_ROWS
 from dlrm_jax.data.criteo import manifest as manifest_io
+from dlrm_jax.data.criteo.table_sizes import KAGGLE_TABLE_ROWS
 from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE
 from dlrm_jax.data.world import DenseMarginal, IdLaw, World, curve_rows, distinct_curve, round_sig
 from dlrm_jax.errors import UserError
-from dlrm_jax.run.files import check_writable_file
-from dlrm_jax.run.rundir import write_json_atomic
+from dlrm_jax.run.files import check_writable_file, write_atomic
 
 MIN_ROWS = 1000          # below this the distinct-id curve spans too little to fit a tail
 HEAD_MIN_COUNT = 30      # a value seen this often has its share known to ~1/sqrt(30) = 18%
@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             f"got {a.teacher!r}")
         check_writable_file(a.out, "--out")   # before the fit (~110 s on a Criteo head), not after
         world = calibrate(a.src, a.split, a.cardinalities, teacher, a.name, log=lambda s: print(s, flush=True))
-        write_json_atomic(Path(a.out), world.to_json())
+        write_atomic(Path(a.out), json.dumps(world.to_json(), indent=2) + "\n")
         print(f"calibrate: {world.source['rows']:,} rows, label rate {world.base_ctr:.4f} -> {a.out}")
         return 0
     except UserError as e:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -21,11 +21,9 @@ from . import format as cf
 from . import manifest as manifest_io
 from .io import Block, BlockReader, StreamError, parallel_map
 from .manifest import write_json
+from .options import PrepareOptions
 from .splits import SplitPlan
 from .vocab import CountPiece, Vocab, count_unit
-
-if TYPE_CHECKING:
-    from .prepare import PrepareOptions
 
 PROGRESS = ".progress"
 

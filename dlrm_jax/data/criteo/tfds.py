@@ -31,7 +31,7 @@ import numpy as np
 from dlrm_jax.errors import UserError
 from . import format as cf
 from .io import BlockReader, StreamError, count_lines
-from .prepare import DEFAULT_HASH_ROWS
+from .options import DEFAULT_HASH_ROWS
 from .splits import day_of, parse_split
 
 CONFIGS = {"kaggle": ("kaggle-dlrm", ("train.txt", "train.txt.gz")),
