@@ -171,7 +171,7 @@ def _seed_means(df):
 def triple_study(out: Path, *, workers: int = 1, log: Callable[[str], None] = print) -> dict:
     """The trilinear world and its control: the sweep, the gaps, the architecture comparison."""
     from analysis.architectures import compare_architectures
-    from analysis.planted import blind_gap_exact
+    from analysis.planted_terms import blind_gap_exact
     from dlrm_jax.data import make_source
     from dlrm_jax.data.synthetic import EVAL_STREAM
 

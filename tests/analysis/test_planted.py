@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from analysis import fit_power_law
-from analysis import planted as P
+from analysis import planted as P, planted_terms as T
 from analysis.fitting import NO_CONSTANT, FitOptions
 from dlrm_jax.data.synthetic import EVAL_STREAM, SyntheticSource
 from dlrm_jax.data.world import load_world
@@ -264,31 +264,31 @@ DEFAULT_LIKE_VARIANCE = 1.5 ** 2 + 1.0 ** 2 + 0.8 ** 2    # id, pair, dense at d
 def test_blind_gap_reproduces_the_note():
     # The note's table is the best blind predictor's excess with a rest of logit variance
     # ~3.9 (the default strengths) and the rank-4 product-of-normals term at ctr 0.25.
-    exact = [P.blind_gap_exact(s, base_ctr=0.25, rest_variance=DEFAULT_LIKE_VARIANCE)
+    exact = [T.blind_gap_exact(s, base_ctr=0.25, rest_variance=DEFAULT_LIKE_VARIANCE)
              for s in NOTE_BLIND_GAP]
     np.testing.assert_allclose(exact, list(NOTE_BLIND_GAP.values()), atol=0.0012)
     # The second-order formula from click probabilities: exact for a small term, a few
     # percent high at sigma_t = 0.6 (0.0376 against 0.035).
     for s, want in NOTE_BLIND_GAP.items():
         info = P.gaussian_logit_information(0.25, DEFAULT_LIKE_VARIANCE + s ** 2)
-        gap = P.blind_gap(s, info=info, base_ctr=0.25)
+        gap = T.blind_gap(s, info=info, base_ctr=0.25)
         assert want <= gap <= want * (1.1 if s <= 0.7 else 1.2), (s, gap)
     info = P.gaussian_logit_information(0.25, DEFAULT_LIKE_VARIANCE + 0.01)
-    small = P.blind_gap_exact(0.1, base_ctr=0.25, rest_variance=DEFAULT_LIKE_VARIANCE)
-    assert small == pytest.approx(P.blind_gap(0.1, info=info, base_ctr=0.25), rel=0.02)
+    small = T.blind_gap_exact(0.1, base_ctr=0.25, rest_variance=DEFAULT_LIKE_VARIANCE)
+    assert small == pytest.approx(T.blind_gap(0.1, info=info, base_ctr=0.25), rel=0.02)
     # Samples of the rest of the logit give the same answer as its Gaussian law.
     z = np.random.default_rng(1).normal(0, np.sqrt(DEFAULT_LIKE_VARIANCE), 1024)
-    from_samples = P.blind_gap_exact(0.6, base_ctr=0.25, rest_logits=z, draws=1 << 11)
+    from_samples = T.blind_gap_exact(0.6, base_ctr=0.25, rest_logits=z, draws=1 << 11)
     assert from_samples == pytest.approx(exact[2], rel=0.05)
 
 
 def test_blind_gap_rejects_bad_input():
     with pytest.raises(ValueError, match="exactly one of rest_variance and rest_logits"):
-        P.blind_gap_exact(0.6, base_ctr=0.25)
+        T.blind_gap_exact(0.6, base_ctr=0.25)
     with pytest.raises(ValueError, match="sigma_t must be >= 0"):
-        P.blind_gap(-0.1, info=0.1, base_ctr=0.25)
+        T.blind_gap(-0.1, info=0.1, base_ctr=0.25)
     with pytest.raises(ValueError, match="click rate must be in"):
-        P.blind_gap(0.5, info=0.1, base_ctr=1.5)
+        T.blind_gap(0.5, info=0.1, base_ctr=1.5)
 
 
 # -- section 3: the rank-D floor and the compute-optimal dimension -----------------------------
@@ -300,7 +300,7 @@ NOTE_BUDGETS = [2.4e9, 9.6e9, 3.9e10, 1.5e11]
 
 def test_rank_floor_has_the_notes_shape():
     d = np.array(list(NOTE_FLOOR))
-    floor = P.rank_floor(d, info=0.1165, **VALLEY)
+    floor = T.rank_floor(d, info=0.1165, **VALLEY)
     want = np.array(list(NOTE_FLOOR.values()))
     # The note's floors relative to D = 2 (its absolute numbers carry a 1.30x larger
     # prefactor than I/2 with I = E[p(1-p)] = 0.1165 of that world's pair-term logit).
@@ -309,11 +309,11 @@ def test_rank_floor_has_the_notes_shape():
     # By hand at D = 2: I/2 * 4 * (sum_{m=3}^{512} m^-1.5 / sum_{m<=512} m^-1.5) / H.
     m = np.arange(1, 513) ** -1.5
     assert floor[0] == pytest.approx(0.5 * 0.1165 * 4 * m[2:].sum() / m.sum() / P.entropy(0.25))
-    assert P.rank_floor([0], info=0.1165, **VALLEY)[0] == pytest.approx(
+    assert T.rank_floor([0], info=0.1165, **VALLEY)[0] == pytest.approx(
         0.5 * 0.1165 * 4 / P.entropy(0.25))
-    assert P.rank_floor([512, 600], info=0.1165, **VALLEY).tolist() == [0.0, 0.0]
+    assert T.rank_floor([512, 600], info=0.1165, **VALLEY).tolist() == [0.0, 0.0]
     # Far below the latent dimension it falls as D^-(rho - 1).
-    big = P.rank_floor([64, 128], info=0.1, **{**VALLEY, "latent_dim": 1 << 20})
+    big = T.rank_floor([64, 128], info=0.1, **{**VALLEY, "latent_dim": 1 << 20})
     assert np.log(big[0] / big[1]) / np.log(2) == pytest.approx(0.5, abs=0.01)
 
 
@@ -321,22 +321,22 @@ def test_dim_optimum_reproduces_the_notes_valley():
     # dot without hidden layers: 3 (1486 D + 702) training FLOPs per example; K = 1024 ids;
     # the estimation term (n / K)^-(rho-1)/rho with a coefficient set by the learner.
     dims = np.arange(1, 129)
-    floor = P.rank_floor(dims, info=0.1165, **VALLEY)
+    floor = T.rank_floor(dims, info=0.1165, **VALLEY)
     kw = {"floor": floor, "examples_exponent": 1 / 3, "ids": 1024,
           "flops_per_example": 3 * (1486 * dims + 702)}
-    opt = P.dim_optimum(NOTE_BUDGETS, dims, estimation=1.4, **kw)
+    opt = T.dim_optimum(NOTE_BUDGETS, dims, estimation=1.4, **kw)
     assert opt.best.tolist() == [3, 6, 10, 18] and not opt.at_edge.any()   # note: 3, 6, 11, 18
     assert opt.a == pytest.approx(0.43, abs=0.01)
     # a is the planted part: a learner 1.5-3x less efficient (coefficient x 1.15-1.45) moves D*
     # but keeps a near 0.43; far along, a tends to 1 / (rho + 1) = 0.4.
     for c in (1.6, 2.0):
-        other = P.dim_optimum(NOTE_BUDGETS, dims, estimation=c, **kw)
+        other = T.dim_optimum(NOTE_BUDGETS, dims, estimation=c, **kw)
         assert np.all(other.best <= opt.best) and 0.40 <= other.a <= 0.49
     dims = np.arange(1, 2049)
-    far = P.dim_optimum(np.geomspace(1e10, 1e15, 6), dims, estimation=1.4, examples_exponent=1 / 3,
+    far = T.dim_optimum(np.geomspace(1e10, 1e15, 6), dims, estimation=1.4, examples_exponent=1 / 3,
                         ids=1024, flops_per_example=3 * (1486 * dims + 702),
-                        floor=P.rank_floor(dims, info=0.1165, **{**VALLEY, "latent_dim": 1 << 16}))
+                        floor=T.rank_floor(dims, info=0.1165, **{**VALLEY, "latent_dim": 1 << 16}))
     assert far.a == pytest.approx(0.4, abs=0.02) and not far.at_edge.any()
     assert opt.to_dict()["best_dim"] == [3.0, 6.0, 10.0, 18.0]
     with pytest.raises(ValueError, match="one length >= 3"):
-        P.dim_optimum(NOTE_BUDGETS, dims[:5], estimation=1.0, **kw)
+        T.dim_optimum(NOTE_BUDGETS, dims[:5], estimation=1.0, **kw)
