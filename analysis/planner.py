@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,26 +43,17 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import percentile_interval
+from analysis.capacity import PlanError, parse_bytes, topology_memory  # noqa: F401 (part of the planner's API)
 from analysis.compute_optimal import BUDGET_COLUMN, isoflop_runs
 from analysis.laws import AdditivePowerLawFit, fit_additive_power_law
 from analysis.results import ResultsWarning, load_results
-from dlrm_jax.compile import topologies as tpu_topologies         # plain Python: names and sizes, no JAX
-from dlrm_jax.errors import UserError
 
 EXTRAPOLATION_WARN = 100.0      # warn beyond this factor outside the measured FLOPs
 NUM_TABLES = 26                 # Criteo's categorical features (dlrm_jax.data.base.NUM_SPARSE)
 BYTES_PER_FLOAT = 4
-# TPU slices (names, chips, HBM per chip from Google Cloud's TPU pages) are
-# dlrm_jax.compile.topologies', the check `compile --topology` uses.  A share of HBM is left
-# for the dense arch, optimizer state of the MLPs, activations and XLA's buffers.
-TABLE_SHARE = 0.75
 # The 1-D search spans the study's model sizes and this factor beyond them on each side:
 # further out the path's settings and FLOPs per example are guesses, not interpolations.
 SEARCH_FACTOR = 10.0
-
-
-class PlanError(ValueError):
-    """Bad input to the planner; the CLI prints it as one line and exits 2."""
 
 
 @dataclass(frozen=True)
@@ -437,35 +427,3 @@ def _finish(study: Study, plan: Plan, n: float, flops: float, memory: float | No
     plan.notes.append(f"law fitted on {len(study.runs)} {study.which} runs of {study.source}; other settings as in "
                       f"run {study.reference_run} (its config.json)")
     plan.sets = sets
-
-
-# -- memory bounds ---------------------------------------------------------------------
-
-_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def parse_bytes(text: str) -> float:
-    m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([A-Za-z]*)\s*", text)
-    try:
-        value = float(m.group(1)) * _UNITS[m.group(2).lower()] if m else None
-    except (ValueError, KeyError):
-        value = None
-    if value is None or not (math.isfinite(value) and value > 0):
-        raise PlanError(f"--memory expects a positive size such as 17179869184, 16GiB or 40GB, got {text!r}")
-    return value
-
-
-def topology_memory(name: str) -> tuple[float, str]:
-    """Bytes for tables on a TPU slice, from the analytic HBM per chip; (bytes, description).
-
-    Names are checked by `dlrm_jax.compile.topologies.parse`, as `compile --topology` checks
-    them: a slice the planner sizes tables for is one the compiler can be asked about."""
-    try:
-        s = tpu_topologies.parse(name)
-    except UserError as e:
-        raise PlanError(f"--topology {name!r}: {e}") from None
-    per_chip = s.hbm_bytes_per_chip / 2**30
-    total = s.chips * s.hbm_bytes_per_chip * TABLE_SHARE
-    return total, (f"{name}: {s.chips} chips x {per_chip:g} GiB HBM x {TABLE_SHARE:.0%} for tables "
-                   f"= {total / 2**30:.4g} GiB (analytic)")

@@ -206,7 +206,7 @@ MUTATIONS = [
              "not 1 <= slices <= MAX_SLICES", "not 1 <= slices",
              "compile --slices past libtpu's limit exits 2 before compiling",
              ("tests/test_input_validation.py::test_compile_refuses_bad_topologies_and_slices",)),
-    Mutation("plan-topology-hbm-per-device", "analysis/planner.py",
+    Mutation("plan-topology-hbm-per-device", "analysis/capacity.py",
              "total = s.chips * s.hbm_bytes_per_chip * TABLE_SHARE",
              "total = s.chips * s.hbm_bytes * TABLE_SHARE",
              "plan sizes tables by HBM per chip (tpu7x: 2 devices a chip) from compile's table",
