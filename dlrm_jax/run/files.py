@@ -81,3 +81,12 @@ def _check_dir(d: Path, shown: Path, what: str) -> None:
         raise UserError(f"{what} {shown}: cannot write in {base} ({err.strerror or err})") from None
     os.close(fd)
     os.unlink(probe)
+
+
+def commit_temp(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Move a finished temp file (one written in place, e.g. a memory map) over `path`, as
+    `atomic_write` does: its bytes reach the disk first, so a crash leaves the old file or
+    the whole new one."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -21,6 +21,7 @@ and the new sparse layout.  `data.source=criteo:OUT` with the same
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -30,8 +31,7 @@ import numpy as np
 
 from dlrm_jax.data.multihot import CHUNK_ROWS, mlperf_table_chunks
 from dlrm_jax.errors import UserError
-from dlrm_jax.run.files import check_writable_dir
-from dlrm_jax.run.rundir import write_json_atomic
+from dlrm_jax.run.files import check_writable_dir, commit_temp, write_atomic
 from . import manifest as manifest_io
 from .table_sizes import MLPERF_DCNV2_MULTI_HOT
 
@@ -62,7 +62,7 @@ def _write_tables(out: Path, rows, sizes, chunk_rows: int, log) -> list[Path]:
         if lo + len(chunk) == rows[f]:
             open_map.flush()
             del open_map
-            os.replace(tmp, paths[f])
+            commit_temp(tmp, paths[f])
             log(f"table C{f + 1}: {rows[f]:,} x {sizes[f]}")
     return paths
 
@@ -75,7 +75,7 @@ def _write_shard(src_files: dict, dst_files: dict, tables, sizes, chunk_rows: in
         if not dst_files[c].exists():
             tmp = _tmp(dst_files[c])
             shutil.copyfile(src_files[c], tmp)
-            os.replace(tmp, dst_files[c])
+            commit_temp(tmp, dst_files[c])
     one_hot = np.load(src_files["sparse"], mmap_mode="r")                 # [rows, 26]
     tmp = _tmp(dst_files["sparse"])
     bags = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=(len(one_hot), sum(sizes)))
@@ -86,7 +86,7 @@ def _write_shard(src_files: dict, dst_files: dict, tables, sizes, chunk_rows: in
             bags[lo:lo + len(ids), s:s + k] = tables[f][ids[:, f]]
     bags.flush()
     del bags
-    os.replace(tmp, dst_files["sparse"])
+    commit_temp(tmp, dst_files["sparse"])
 
 
 def _available_memory() -> int | None:
@@ -166,7 +166,7 @@ def materialize(src, out, sizes=MLPERF_MULTI_HOT, chunk_rows: int = CHUNK_ROWS, 
                                   "tables": "tables/C<j>.npy int32 [rows, k]"},
                     layout=dict(m["layout"], sparse=f"<split>/<shard>.sparse.npy int32 [rows, {sum(sizes)}] "
                                                     "(bags side by side in feature order)"))
-    write_json_atomic(done, manifest)
+    write_atomic(done, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
