@@ -19,6 +19,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 from dlrm_jax.data.criteo.table_sizes import (KAGGLE_TABLE_ROWS, MLPERF_DCNV2_MULTI_HOT, MLPERF_DCNV2_TABLE_ROWS,
                                               MLPERF_TABLE_ROWS)
+from dlrm_jax.embedding import support as embedding_support
 from dlrm_jax.errors import UserError
 from dlrm_jax.overrides import coerce, flatten, split_assignment
 
@@ -28,11 +29,8 @@ DenseOptimizer = Literal["adam", "adagrad", "sgd", "adagrad_torch"]
 Decay = Literal["none", "cosine", "linear"]
 Interaction = Literal["dot", "cat", "dcn", "wukong"]
 ComputeDtype = Literal["float32", "bfloat16"]
-EmbeddingOptimizer = Literal["sgd", "adagrad", "rowwise_adagrad", "adagrad_torch", "rowwise_adagrad_torch"]
 Sharding = Literal["replicated", "row", "table", "auto"]
 EmbeddingBackend = Literal["tensorcore", "sparsecore"]
-# The embedding optimizers the SparseCore backend implements exactly (embedding/sparsecore.py).
-SPARSECORE_OPTIMIZERS = ("sgd", "adagrad")
 Pooling = Literal["sum", "mean"]
 
 
@@ -83,7 +81,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
-    optimizer: EmbeddingOptimizer = "rowwise_adagrad"
+    # One its backend supports (dlrm_jax/embedding/support.py: every one on the TensorCore,
+    # sgd and adagrad on SparseCores); `validate` refuses the others naming those.
+    optimizer: str = "rowwise_adagrad"
     learning_rate: float = 0.05
     eps: float = 1e-8                    # Adagrad: g / sqrt(acc + eps); *_torch: g / (sqrt(acc) + eps)
     initial_accumulator: float = 0.0
@@ -319,10 +319,6 @@ def validate(cfg: Config) -> None:
         need(getattr(e, k) >= 0, f"embedding.{k} must be >= 0, got {getattr(e, k)}")
     need(e.exchange_headroom > 0, f"embedding.exchange_headroom must be > 0, got {e.exchange_headroom}")
     need(e.replicate_below_rows >= 0, f"embedding.replicate_below_rows must be >= 0, got {e.replicate_below_rows}")
-    need(e.backend != "sparsecore" or e.optimizer in SPARSECORE_OPTIMIZERS,
-         f"embedding.optimizer={e.optimizer} has no SparseCore form (dlrm_jax/embedding/sparsecore/backend.py says why "
-         f"for rowwise_adagrad; the *_torch forms would run as plain element-wise Adagrad there); "
-         f"with embedding.backend=sparsecore use embedding.optimizer={' or '.join(SPARSECORE_OPTIMIZERS)}")
     need(e.tensorcore_below_rows >= 0, f"embedding.tensorcore_below_rows must be >= 0, got {e.tensorcore_below_rows}")
     need(cfg.data.shuffle_window >= 0, f"data.shuffle_window must be >= 0, got {cfg.data.shuffle_window}")
     for k, v in (("seed", cfg.seed), ("synthetic.seed", cfg.synthetic.seed)):
@@ -333,6 +329,10 @@ def validate(cfg: Config) -> None:
     need(cfg.mesh.data == -1 or cfg.mesh.data >= 1, f"mesh.data must be >= 1 or -1, got {cfg.mesh.data}")
     need(cfg.mesh.model == -1 or cfg.mesh.model >= 1, f"mesh.model must be >= 1 or -1, got {cfg.mesh.model}")
     need(not (cfg.mesh.data == -1 and cfg.mesh.model == -1), "only one of mesh.data, mesh.model may be -1")
+    # The backend's own list (after the mesh: with mesh.data and mesh.model fixed, which
+    # TensorCore backend runs is known now, else the list both of them support).
+    why = embedding_support.optimizer_error(e.backend, e.optimizer, cfg.mesh.data, cfg.mesh.model)
+    need(why is None, why or "")
     s = cfg.synthetic
     cards = s.cardinalities if isinstance(s.cardinalities, tuple) else (s.cardinalities,)
     need(all(c >= 2 for c in cards), f"synthetic.cardinalities must be >= 2, got {s.cardinalities}")

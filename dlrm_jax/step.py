@@ -3,8 +3,8 @@
 Shapes: B batch, F = 26 sparse features, D embed dim, R total table rows.
 The functions here are pure; `dlrm_jax/parallel/steps.py` jits them with shardings
 and donated state buffers.  The embedding tables are reached only through a
-backend's `init`, `lookup` and `update` (`embedding/single_device.py` states
-the seam), so the same step runs on one device or a mesh.
+backend's `init`, `lookup` and `update` (`embedding/backend.py` states the
+seam), so the same step runs on one device, a mesh or SparseCores.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from flax import struct
 
 from dlrm_jax import schedule
 from dlrm_jax.embedding import tables as emb_lib
-from dlrm_jax.embedding.single_device import as_backend
+from dlrm_jax.embedding.backend import as_backend
 from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE
 
 
@@ -70,9 +70,9 @@ def make_train_step(model, tx: optax.GradientTransformation, embedding, emb_cfg,
     The gradient is taken w.r.t. the dense params and the looked-up rows
     [B, F, D] only; the backend's `update` applies the sparse optimizer to
     touched rows.  `embedding` is a backend (or an EmbeddingLayout: the
-    single-device one).  stats: the backend's counters of the step (a sharded
-    backend's `update_and_count`: exchange rounds and overflowed ids; {} on one
-    device), which the train loop logs.  With multi-hot `bags`
+    single-device one).  stats: the counters the backend's `update` returns
+    with the new state (the sharded one's exchange rounds and overflowed ids;
+    {} where a backend has none), which the train loop logs.  With multi-hot `bags`
     (embedding/bags.py) sparse is [B, K] and the rows [B, K, D] are pooled to
     [B, F, D] inside the loss, so each column's row gets its own gradient.
     """
@@ -88,11 +88,8 @@ def make_train_step(model, tx: optax.GradientTransformation, embedding, emb_cfg,
         loss, (g_params, g_rows) = jax.value_and_grad(loss_fn, argnums=(0, 1))(state.params, rows)
         updates, opt_state = tx.update(g_params, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        args = (state.emb, sparse, g_rows, emb_cfg.optimizer, emb_cfg.learning_rate, emb_cfg.eps)
-        if hasattr(backend, "update_and_count"):
-            emb, stats = backend.update_and_count(*args)
-        else:
-            emb, stats = backend.update(*args), {}
+        emb, stats = backend.update(state.emb, sparse, g_rows, emb_cfg.optimizer, emb_cfg.learning_rate,
+                                    emb_cfg.eps)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state, emb=emb), loss, stats
 
     return train_step

@@ -24,16 +24,12 @@ local rows), so a row-sharded table applies it unchanged to its own shard.
 """
 from __future__ import annotations
 
-import typing
-
 import jax
 import jax.numpy as jnp
 import optax
 
-from dlrm_jax.config import EmbeddingOptimizer
+from dlrm_jax.embedding.support import OPTIMIZERS
 from dlrm_jax.embedding.tables import EmbeddingState
-
-OPTIMIZERS = typing.get_args(EmbeddingOptimizer)
 
 
 # Duplicate ids are found through a [rows] int32 buffer holding each row's first

@@ -28,7 +28,7 @@ table and each large table's hot head sit on one device: measured on the
 criteo-mlperf shape at 32 devices (scripts/owner_load.py), the busiest owner
 received 959 unique ids from one device against a mean of 188 (2 rounds at
 headroom 2), interleaved 232 (1 round).  Checkpoints of contiguous groups are
-re-laid out on restore (checkpoint.py).
+re-laid out on restore (relayout.py).
 """
 from __future__ import annotations
 
@@ -39,7 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dlrm_jax.embedding import exchange, optimizers, placement as placement_lib, tables as emb_lib
+from dlrm_jax.data.base import NUM_DENSE
+from dlrm_jax.embedding import exchange, optimizers, placement as placement_lib, support, tables as emb_lib
+from dlrm_jax.parallel import distributed
 from dlrm_jax.parallel.mesh import axis, spec
 
 TABLE_AXIS = axis("table_rows")   # the axes a sharded group's row blocks are split over
@@ -73,18 +75,23 @@ def locate_interleaved(ids, offsets: np.ndarray, shards: int):
 
 
 class ShardedEmbedding:
-    """The embedding backend of a mesh (`init`, `lookup`, `update`; see `single_device.py`).
+    """The embedding backend of a mesh (`backend.EmbeddingBackend`).
 
     `columns[k]` is the feature of id column k (default: one column per
     feature, in order).  `lookup` and `update` run inside jit; their shard_map
-    bodies are the collectives of the module docstring.  `update_and_count`
-    also returns the exchange's counters (`exchange.ExchangeStats`).
+    bodies are the collectives of the module docstring.  `update` also
+    returns the exchange's counters (`exchange.ExchangeStats`).  A batch is
+    split over every device (`spec("batch")`); an eval chunk, which every host
+    holds whole, is padded to a multiple of the devices.
     """
+    OPTIMIZERS = support.SHARDED_OPTIMIZERS
+    eval_batch = None
 
     def __init__(self, mesh: jax.sharding.Mesh, placement: placement_lib.Placement, optimizer: str,
                  columns: tuple[int, ...] | None = None, headroom: float = exchange.DEFAULT_HEADROOM):
         self.mesh, self.placement, self.optimizer, self.headroom = mesh, placement, optimizer, headroom
         self.dim = placement.dim
+        self.eval_multiple = mesh.size
         self.columns = tuple(range(len(placement.feature_rows))) if columns is None else tuple(columns)
         self._group_columns, self._group_offsets = [], []
         for g in placement.groups:
@@ -128,6 +135,26 @@ class ShardedEmbedding:
             t, a = self._specs(g)
             out.append(emb_lib.EmbeddingState(table=NamedSharding(self.mesh, t), accum=NamedSharding(self.mesh, a)))
         return placement_lib.from_groups(out)
+
+    def sharding(self, role: str, ndim: int) -> NamedSharding:
+        return NamedSharding(self.mesh, spec(role, ndim))
+
+    def batch_shardings(self) -> tuple:
+        return tuple(self.sharding("batch", nd) for nd in (2, 2, 1))            # dense, ids, labels
+
+    def abstract_batch(self, batch_size: int) -> tuple:
+        shapes = (((batch_size, NUM_DENSE), jnp.float32), ((batch_size, len(self.columns)), jnp.int32),
+                  ((batch_size,), jnp.float32))
+        return tuple(jax.ShapeDtypeStruct(shape, dtype, sharding=s)
+                     for (shape, dtype), s in zip(shapes, self.batch_shardings()))
+
+    def put_batch(self, batch) -> tuple:
+        """This host's rows of each array -> global arrays split over the mesh."""
+        return tuple(distributed.global_batch(x, s) for x, s in zip(batch, self.batch_shardings()))
+
+    def put_eval(self, dense, sparse) -> tuple:
+        """A chunk every host holds whole -> global arrays; each host places its own shards."""
+        return tuple(distributed.replicated_input(x, s) for x, s in zip((dense, sparse), self.batch_shardings()))
 
     def _columns(self, i: int, x: jax.Array) -> jax.Array:
         """x [B, K, ...] -> group i's columns [B, K_g, ...]."""
@@ -174,11 +201,8 @@ class ShardedEmbedding:
     # ------------------------------------------------------------------ update
 
     def update(self, emb, ids: jax.Array, grads: jax.Array, optimizer: str, learning_rate, eps: float = 1e-8):
-        """The sparse optimizer on each group's own rows; ids [B, K], grads [B, K, D] (batch-sharded)."""
-        return self.update_and_count(emb, ids, grads, optimizer, learning_rate, eps)[0]
-
-    def update_and_count(self, emb, ids, grads, optimizer: str, learning_rate, eps: float = 1e-8):
-        """(`update`'s state, {exchange_rounds, exchange_overflow_ids}: int32 counters of this step).
+        """The sparse optimizer on each group's own rows; ids [B, K], grads [B, K, D] (batch-sharded)
+        -> (new state, {exchange_rounds, exchange_overflow_ids}: int32 counters of this step).
 
         exchange_rounds: the most all-to-all rounds a sharded group took (1: no
         overflow; 0: no sharded group); exchange_overflow_ids: unique ids that

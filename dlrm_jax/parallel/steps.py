@@ -1,10 +1,12 @@
 """The train loop's view of the devices: jitted steps with explicit shardings.
 
 `parallelize` turns a config, a model and its optimizer into a `Parallel`:
-the mesh (`mesh.py`), the embedding backend (`embedding/single_device.py` or
-`embedding/sharded.py` over a placement), the state created already sharded
+the embedding backend (`embedding.backend.make_backend`: single-device,
+sharded over a mesh, or SparseCores), the state created already sharded
 (`jax.eval_shape` -> shardings -> `jit(init)`), and `train_step` / `predict`
-jitted with those shardings and donated state buffers.
+jitted with those shardings and donated state buffers.  It is one path for
+every backend: what differs between them (shardings, batch placement, a fixed
+predict batch) is asked of the backend's `EmbeddingBackend` seam.
 """
 from __future__ import annotations
 
@@ -12,37 +14,33 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import jax
-from jax.sharding import NamedSharding
+import numpy as np
 
 from dlrm_jax import step as step_lib
-from dlrm_jax.parallel import distributed
 from dlrm_jax.embedding import bags as bags_lib, placement as placement_lib, tables as emb_lib
-from dlrm_jax.embedding.sharded import ShardedEmbedding
-from dlrm_jax.embedding.single_device import SingleDeviceEmbedding
-from dlrm_jax.errors import UserError
-from dlrm_jax.parallel.mesh import make_mesh, mesh_shape, spec
+from dlrm_jax.embedding.backend import EmbeddingBackend, make_backend
 
 
 @dataclass
 class Parallel:
-    """How the train loop and the bench run on the devices: one device, or a mesh.
+    """How the train loop and the bench run on the devices: one device, a mesh, or SparseCores.
 
     `init(seed)` gives the state already sharded (its shardings come from
     `jax.eval_shape` before anything is allocated), `train_step` and `predict`
     are jitted with those shardings, `put_batch` turns this host's slice of a
-    global batch into global arrays.  On one device all of it is the plain
-    single-device code (no mesh, no collectives).
+    global batch into what `train_step` takes.
     """
     mesh: jax.sharding.Mesh | None
-    placement: placement_lib.Placement | None   # None: the single-device layout
-    init: Callable[[int], Any]                  # seed -> TrainState (jitted on a mesh)
-    train_step: Callable                        # jitted (state, dense, sparse, labels) -> (state, loss, stats)
+    placement: placement_lib.Placement | None   # None: not table groups on a mesh (one device, SparseCores)
+    init: Callable[[int], Any]                  # seed -> TrainState (jitted)
+    train_step: Callable                        # jitted (state, dense, ids, labels) -> (state, loss, stats)
     predict: Callable                           # (params, tables, dense, sparse) -> logits [B] (numpy in)
-    put_batch: Callable                         # Batch -> (dense, sparse, labels) for train_step
+    put_batch: Callable                         # Batch -> (dense, ids, labels) for train_step
     eval_multiple: int                          # eval chunks are padded to a multiple of this
     layout: dict                                # the embedding layout a checkpoint records
     abstract_state: Any                         # ShapeDtypeStructs (with shardings) of the state
-    abstract_batch: Any = None                  # (dense, ids, labels) ShapeDtypeStructs where ids are not [B, F]
+    abstract_batch: Any = None                  # (dense, ids, labels) ShapeDtypeStructs of a train batch
+    backend: EmbeddingBackend | None = None     # the embedding backend all of the above asks
 
     @property
     def devices(self) -> int:
@@ -50,71 +48,58 @@ class Parallel:
 
 
 def parallelize(cfg, model, tx, layout: emb_lib.EmbeddingLayout, devices=None) -> Parallel:
-    """The mesh, placement and jitted steps of `cfg`; a mesh or placement that cannot work
+    """The backend and jitted steps of `cfg`; a mesh, placement or backend that cannot work
     raises UserError here, before anything is compiled."""
     e = cfg.embedding
-    if e.backend == "sparsecore":  # TPU SparseCores through jax-tpu-embedding (an optional extra)
-        from dlrm_jax.embedding.sparsecore.parallel import parallelize_sparsecore
-        return parallelize_sparsecore(cfg, model, tx, layout, devices)
-    num_devices = len(jax.devices() if devices is None else devices)
-    data, model_axis = mesh_shape(cfg.mesh, num_devices)
-    if data * model_axis == 1:
-        return _single_device(cfg, model, tx, layout)
-    mesh = make_mesh(cfg.mesh, devices)
-    n = mesh.size
-    if cfg.train.batch_size % n:
-        raise UserError(f"train.batch_size={cfg.train.batch_size} is not divisible by the {n} devices of the "
-                        f"mesh (mesh.data={data} x mesh.model={model_axis})")
-    # Sharded groups split over every device (mesh.py), so the placement plans n blocks.
-    pl = placement_lib.plan(e.sharding, layout.rows, layout.dim, n, e.replicate_below_rows)
+    backend = make_backend(cfg, layout, devices)
     bags = bags_lib.from_config(cfg.model, len(layout.rows))
-    sharded = ShardedEmbedding(mesh, pl, e.optimizer, headroom=e.exchange_headroom,
-                               columns=None if bags is None else bags.columns)
+    named = backend.sharding
 
     def init_state(key):
-        return step_lib.init_state(key, model, tx, sharded, e)
-
-    def named(role, ndim):
-        return NamedSharding(mesh, spec(role, ndim))
+        return step_lib.init_state(key, model, tx, backend, e)
 
     abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0))
     state_sh = step_lib.TrainState(step=named("scalar", 0),
                                    params=jax.tree.map(lambda x: named("dense_param", x.ndim), abstract.params),
                                    opt_state=jax.tree.map(lambda x: named("dense_param", x.ndim), abstract.opt_state),
-                                   emb=sharded.shardings())
-    batch_sh = tuple(named("batch", nd) for nd in (2, 2, 1))                # dense, sparse, labels
+                                   emb=backend.shardings())
+    batch_sh = backend.batch_shardings()                                    # dense, ids, labels
+    host = named("host_output", 0)
 
     # The key is made inside from the (replicated) seed: no host array is placed on the mesh.
     init = jax.jit(lambda seed: init_state(jax.random.PRNGKey(seed)), out_shardings=state_sh)
-
-    train_step = jax.jit(step_lib.make_train_step(model, tx, sharded, e, bags),
-                         in_shardings=(state_sh, *batch_sh),
-                         out_shardings=(state_sh, named("host_output", 0), named("host_output", 0)),
+    # The loss and every counter of the step's stats are small outputs every host reads.
+    train_step = jax.jit(step_lib.make_train_step(model, tx, backend, e, bags),
+                         in_shardings=(state_sh, *batch_sh), out_shardings=(state_sh, host, host),
                          donate_argnums=0)
-    predict_jit = jax.jit(step_lib.make_predict(model, sharded, bags),
-                          in_shardings=(state_sh.params, state_sh.emb.table, batch_sh[0], batch_sh[1]),
-                          out_shardings=named("host_output", 1))
+    forward = jax.jit(step_lib.make_predict(model, backend, bags),
+                      in_shardings=(state_sh.params, state_sh.emb.table, batch_sh[0], batch_sh[1]),
+                      out_shardings=named("host_output", 1))
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh)
+    return Parallel(backend.mesh, backend.placement, init, train_step, _predict(backend, forward), backend.put_batch,
+                    backend.eval_multiple, backend.describe(), abstract, backend.abstract_batch(cfg.train.batch_size),
+                    backend)
+
+
+def _predict(backend: EmbeddingBackend, forward: Callable) -> Callable:
+    """predict(params, tables, dense [n, 13], sparse [n, K]) of an eval chunk every host holds whole.
+
+    A backend whose predict takes a fixed batch (`eval_batch`: SparseCore feature
+    specs are built for one batch size) gets the chunk in pieces of that size, the
+    last one padded with zero rows whose logits are dropped."""
+    b = backend.eval_batch
+    if b is None:
+        return lambda params, tables, dense, sparse: forward(params, tables, *backend.put_eval(dense, sparse))
 
     def predict(params, tables, dense, sparse):
-        return predict_jit(params, tables, *(distributed.replicated_input(x, s)
-                                             for x, s in zip((dense, sparse), batch_sh)))
+        out = []
+        for lo in range(0, len(dense), b):
+            d, s = np.asarray(dense[lo:lo + b]), np.asarray(sparse[lo:lo + b])
+            pad = b - len(d)
+            if pad:
+                d = np.concatenate([d, np.zeros((pad, *d.shape[1:]), d.dtype)])
+                s = np.concatenate([s, np.zeros((pad, *s.shape[1:]), s.dtype)])
+            out.append(np.asarray(forward(params, tables, *backend.put_eval(d, s)))[:b - pad])
+        return np.concatenate(out)
 
-    def put_batch(batch):
-        return tuple(distributed.global_batch(x, s) for x, s in zip(batch, batch_sh))
-
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh)
-    return Parallel(mesh, pl, init, train_step, predict, put_batch, n, sharded.describe(), abstract)
-
-
-def _single_device(cfg, model, tx, layout) -> Parallel:
-    bags = bags_lib.from_config(cfg.model, len(layout.rows))
-    backend = SingleDeviceEmbedding(layout, None if bags is None else bags.columns)
-    init = jax.jit(lambda key: step_lib.init_state(key, model, tx, backend, cfg.embedding))
-    abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
-    return Parallel(mesh=None, placement=None,
-                    init=lambda seed: init(jax.random.PRNGKey(seed)),
-                    train_step=jax.jit(step_lib.make_train_step(model, tx, backend, cfg.embedding, bags),
-                                       donate_argnums=0),
-                    predict=jax.jit(step_lib.make_predict(model, backend, bags)),
-                    put_batch=tuple,  # numpy as it comes: jit places it on the one device
-                    eval_multiple=1, layout=backend.describe(), abstract_state=abstract)
+    return predict

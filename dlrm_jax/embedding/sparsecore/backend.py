@@ -6,20 +6,20 @@ fused; this backend hands them every table of at least
 `embedding.tensorcore_below_rows` rows (RecML's DLRM-DCNv2 keeps tables below
 its `embedding_threshold` 21000 on the TensorCore the same way: they are
 small enough to replicate, and a SparseCore call per tiny table costs more
-than it saves).  It offers the seam of `single_device.py`:
+than it saves).  It implements `embedding/backend.py`'s `EmbeddingBackend`:
 
-    init(key, optimizer, init_scale, initial_accumulator) -> EmbeddingState
-        table = {"sparsecore": {stack: [V_stack, D_pad]}, "tensorcore": [R_tc, D]}
-        accum = the same tree, the optimizer's state
-    lookup(tables, batch) -> rows [B, F, D]
-    update(state, batch, grads [B, F, D], optimizer, learning_rate, eps) -> state
-    describe() -> the layout a checkpoint records (sparsecore_layout.py)
-    dim  D
+    state  table = {"sparsecore": {stack: [V_stack, D_pad]}, "tensorcore": [R_tc, D]}
+           accum = the same tree, the optimizer's state
+    ids    not [B, F] but `SparseCoreIds`: the library's preprocessed CSR input of
+           the SparseCore features and the ids [B, F_tc] of the TensorCore ones
+    describe() -> the layout a checkpoint records (layout.py)
 
-`batch` is not ids [B, F] but `SparseCoreIds`: the library's preprocessed
-CSR input of the SparseCore features (made on the host by `preprocess`, which
-`put_batch` runs in the data pipeline's background thread, not in the step)
-and the ids [B, F_tc] of the TensorCore features.
+Two things the train loop does not see: `put_batch` runs the library's host
+preprocessing (`preprocess`) before placing the batch, and the train loop
+maps `put_batch` inside the prefetch thread (`data/prefetch.py`), so it
+overlaps the step instead of running in it; and predict takes exactly
+`eval_batch` examples (the feature specs are built for one batch size), so
+`parallel.steps` runs an eval chunk in padded pieces of the train batch.
 
 Per step and device: the SparseCore forward (`tpu_sparse_dense_matmul`) and
 the fused backward + optimizer (`tpu_sparse_dense_matmul_grad`), one call each
@@ -44,7 +44,7 @@ Optimizers (learning rate = embedding.learning_rate):
                      Asking for it raises UserError (exit 2) before anything compiles.
 
 The number of SparseCores per device is passed explicitly (`SPARSECORES_PER_DEVICE`)
-so that compiling for a TPU slice works on a CPU host (`sparsecore_compile.py`).
+so that compiling for a TPU slice works on a CPU host (`dlrm_jax/compile/sparsecore.py`).
 The library is imported only when this backend is built: importing the project
 and every CPU/GPU path never needs it.
 """
@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import itertools
 import logging
 from typing import Any, NamedTuple, Sequence
 
@@ -60,10 +61,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dlrm_jax.embedding import optimizers, tables as emb_lib
+from dlrm_jax.data.base import NUM_DENSE
+from dlrm_jax.embedding import optimizers, support, tables as emb_lib
 from dlrm_jax.embedding.sparsecore import layout as sparsecore_layout
 from dlrm_jax.errors import UserError
-from dlrm_jax.parallel.mesh import AXES
+from dlrm_jax.parallel import distributed
+from dlrm_jax.parallel.mesh import AXES, make_mesh, spec
 
 # SparseCores per JAX device, as jax-tpu-embedding's NUM_SC_PER_DEVICE_MAP has them:
 # v5p 4 and v6e 2 (one device per chip); tpu7x 2 per device, and libtpu shows an
@@ -188,7 +191,7 @@ def feature_specs(rows: Sequence[int], dim: int, emb_cfg, global_batch: int, dev
 
 def describe_specs(specs: dict, rows: Sequence[int], dim: int, shards: int, optimizer: str,
                    tc_features: Sequence[int]) -> dict:
-    """The layout a checkpoint records (`sparsecore_layout.py` reads it)."""
+    """The layout a checkpoint records (`layout.py` reads it)."""
     stacks: dict[str, dict] = {}
     for name, fs in sorted(specs.items()):
         t, st = fs.table_spec, fs.table_spec.stacked_table_spec
@@ -216,7 +219,23 @@ class SparseCoreIds(NamedTuple):
 # --------------------------------------------------------------------------- backend
 
 class SparseCoreEmbedding:
-    """The SparseCore backend of a mesh (`init`, `lookup`, `update`, `describe`; see the module docstring)."""
+    """The SparseCore backend of a mesh (`backend.EmbeddingBackend`; see the module docstring)."""
+    OPTIMIZERS = support.SPARSECORE_OPTIMIZERS
+    placement = None
+    eval_multiple = 1    # eval chunks of any size, run in pieces of `eval_batch`
+
+    @classmethod
+    def from_config(cls, cfg, layout: emb_lib.EmbeddingLayout, devices) -> "SparseCoreEmbedding":
+        """The backend of `cfg` over `devices`; UserError where it cannot run (CPU, GPU, v5e, v4, no library)."""
+        devices = list(devices)
+        sparsecores = sparsecores_per_device(devices[0])   # first: CPU/GPU/v5e need no library to be told
+        require_library()
+        mesh = make_mesh(cfg.mesh, devices)
+        if cfg.train.batch_size % mesh.size:
+            raise UserError(f"train.batch_size={cfg.train.batch_size} is not divisible by the {mesh.size} devices")
+        local = sum(1 for d in mesh.devices.flat if d.process_index == jax.process_index())
+        return cls(mesh, layout.rows, layout.dim, cfg.embedding, cfg.train.batch_size, sparsecores,
+                   local_devices=local)
 
     def __init__(self, mesh: jax.sharding.Mesh, rows: Sequence[int], dim: int, emb_cfg, global_batch: int,
                  sparsecores: int, local_devices: int | None = None):
@@ -227,7 +246,8 @@ class SparseCoreEmbedding:
         self.shards = self.devices * self.sparsecores
         self.local_devices = local_devices if local_devices is not None else len(
             [d for d in mesh.devices.flat if d.process_index == jax.process_index()])
-        self.global_batch = int(global_batch)
+        self.global_batch = self.eval_batch = int(global_batch)
+        self._batch_numbers = itertools.count(1)   # the library's batch_number of each preprocessed batch
         if self.global_batch % (self.devices * self.sparsecores):
             raise UserError(f"train.batch_size={global_batch} must be a multiple of the {self.shards} SparseCores "
                             f"({self.devices} devices x {self.sparsecores})")
@@ -261,21 +281,31 @@ class SparseCoreEmbedding:
         return emb_lib.EmbeddingState(table={"sparsecore": {k: split for k in stacks}, "tensorcore": rep},
                                       accum={"sparsecore": {k: acc_sc for k in stacks}, "tensorcore": rep})
 
-    def batch_shardings(self) -> SparseCoreIds:
+    def sharding(self, role: str, ndim: int) -> NamedSharding:
+        return NamedSharding(self.mesh, spec(role, ndim))
+
+    def _ids_shardings(self) -> SparseCoreIds:
         return SparseCoreIds(csr=jax.tree.map(lambda _: NamedSharding(self.mesh, P(_ALL)), self._csr_shapes()),
                              tensorcore=NamedSharding(self.mesh, P(_ALL, None)))
+
+    def batch_shardings(self) -> tuple:
+        return self.sharding("batch", 2), self._ids_shardings(), self.sharding("batch", 1)
 
     def _csr_shapes(self):
         return self.embedding.eval_preprocess_sparse_dense_matmul_input_shape(
             self.specs, local_device_count=self.devices, global_device_count=self.devices,
             num_sc_per_device=self.sparsecores)
 
-    def abstract_batch(self) -> SparseCoreIds:
-        """ShapeDtypeStructs (global shapes, with shardings) of a step's `SparseCoreIds`: for AOT compiles."""
-        sh = self.batch_shardings()
+    def abstract_batch(self, batch_size: int) -> tuple:
+        """(dense, `SparseCoreIds`, labels) ShapeDtypeStructs (global shapes, with shardings): for AOT compiles."""
+        if batch_size != self.global_batch:
+            raise ValueError(f"the SparseCore specs are built for batches of {self.global_batch}, not {batch_size}")
+        b, (d_sh, sh, l_sh) = self.global_batch, self.batch_shardings()
         csr = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), self._csr_shapes(), sh.csr)
-        return SparseCoreIds(csr=csr, tensorcore=jax.ShapeDtypeStruct((self.global_batch, len(self.tc_features)),
-                                                                      jnp.int32, sharding=sh.tensorcore))
+        ids = SparseCoreIds(csr=csr, tensorcore=jax.ShapeDtypeStruct((b, len(self.tc_features)), jnp.int32,
+                                                                     sharding=sh.tensorcore))
+        return (jax.ShapeDtypeStruct((b, NUM_DENSE), jnp.float32, sharding=d_sh), ids,
+                jax.ShapeDtypeStruct((b,), jnp.float32, sharding=l_sh))
 
     # ------------------------------------------------------------------ host side
 
@@ -296,6 +326,24 @@ class SparseCoreEmbedding:
             # the library fills it with a Python int (int64); the compiled step takes int32
             csr = csr.replace(num_minibatches=np.asarray(csr.num_minibatches, np.int32))
         return SparseCoreIds(csr=csr, tensorcore=np.ascontiguousarray(sparse[:, list(self.tc_features)], np.int32))
+
+    def _put_ids(self, sparse_host: np.ndarray) -> SparseCoreIds:
+        ids = self.preprocess(sparse_host, batch_number=next(self._batch_numbers))
+        return jax.tree.map(lambda x, s: distributed.global_batch(np.asarray(x), s), ids, self._ids_shardings())
+
+    def put_batch(self, batch) -> tuple:
+        """This host's rows -> (dense, SparseCoreIds, labels) global arrays, preprocessed on the host."""
+        dense, sparse, labels = batch
+        d_sh, _, l_sh = self.batch_shardings()
+        return (distributed.global_batch(np.asarray(dense), d_sh), self._put_ids(sparse),
+                distributed.global_batch(np.asarray(labels), l_sh))
+
+    def put_eval(self, dense, sparse) -> tuple:
+        """A piece of `eval_batch` examples every host holds whole -> (dense, ids): each host places its part."""
+        hosts, host = jax.process_count(), jax.process_index()
+        rows = slice(host * len(dense) // hosts, (host + 1) * len(dense) // hosts)
+        return (distributed.global_batch(np.asarray(dense[rows]), self.sharding("batch", 2)),
+                self._put_ids(np.asarray(sparse[rows])))
 
     # ------------------------------------------------------------------ step
 
@@ -330,8 +378,9 @@ class SparseCoreEmbedding:
 
     def update(self, state, ids: SparseCoreIds, grads: jax.Array, optimizer: str, learning_rate, eps: float = 1e-8):
         """The SparseCores' fused update of their stacks; the TensorCore tables' sparse optimizer on
-        the all-reduced gradient.  grads [B, F, D] (batch-sharded).  `learning_rate` and `eps` of the
-        SparseCore stacks are the ones their specs were built with (`optimizer_spec`)."""
+        the all-reduced gradient.  grads [B, F, D] (batch-sharded) -> (new state, {}: no counters).
+        `learning_rate` and `eps` of the SparseCore stacks are the ones their specs were built with
+        (`optimizer_spec`)."""
         sc_names = list(state.table["sparsecore"])
 
         def body(sc_tables, sc_accum, tc_table, tc_accum, csr, tc_ids, g):    # g [b, F, D]
@@ -362,4 +411,4 @@ class SparseCoreEmbedding:
             state.table["sparsecore"], state.accum["sparsecore"], state.table["tensorcore"],
             state.accum["tensorcore"], ids.csr, ids.tensorcore, grads)
         return emb_lib.EmbeddingState(table={"sparsecore": new_sc, "tensorcore": tc_table},
-                                      accum={"sparsecore": new_acc, "tensorcore": tc_accum})
+                                      accum={"sparsecore": new_acc, "tensorcore": tc_accum}), {}
