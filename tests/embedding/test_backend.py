@@ -176,6 +176,25 @@ def test_a_fixed_predict_batch_runs_any_chunk_in_padded_pieces():
     assert calls == [4, 4, 4]
 
 
+# --------------------------------------------------------------------------- relayout
+
+def test_how_a_checkpoint_layout_is_restored_into_the_runs():
+    from dlrm_jax.embedding import placement, relayout
+    rows = (6, 300) * 13
+
+    def lay(kind, devices, rows=rows):
+        return placement.plan(kind, rows, 8, devices, 100).describe()
+
+    assert relayout.how_to_restore(lay("row", 8), lay("row", 8)) == (relayout.AS_SAVED, None)
+    assert relayout.how_to_restore(None, lay("row", 8)) == (relayout.AS_SAVED, None)
+    for saved, target in ((lay("row", 8), lay("row", 4)), (lay("table", 8), lay("table", 4)),
+                          (lay("replicated", 1), lay("auto", 8))):   # single <-> sharded, other device counts
+        assert relayout.how_to_restore(saved, target) == (relayout.RELAID, None)
+    assert relayout.how_to_restore({"kind": "sparsecore"}, lay("row", 8)) == (relayout.CONVERTED, None)
+    how, why = relayout.how_to_restore(lay("row", 8), lay("row", 8, rows[:-1] + (7,)))   # other tables
+    assert how == relayout.AS_SAVED and "laid out for embedding.sharding=row" in why
+
+
 # --------------------------------------------------------------------------- import layers
 
 # Low to high.  A module may import only modules of its own layer or below, and no cycle may pass
