@@ -16,10 +16,9 @@ import optax
 from flax import struct
 
 from dlrm_jax import schedule
+from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE
 from dlrm_jax.embedding import tables as emb_lib
 from dlrm_jax.embedding.backend import as_backend
-from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE
-
 
 # eps of the dense `adagrad_torch` (torch.optim.Adagrad as the MLPerf DLRMv2 reference sets it).
 TORCH_ADAGRAD_EPS = 1e-8

@@ -31,7 +31,6 @@ import optax
 from dlrm_jax.embedding.support import OPTIMIZERS
 from dlrm_jax.embedding.tables import EmbeddingState
 
-
 # Duplicate ids are found through a [rows] int32 buffer holding each row's first
 # position in the batch when the table (or shard) has at most this many rows per
 # looked-up id; larger tables sort the ids instead.  On CPU at B=2048, F=26 and

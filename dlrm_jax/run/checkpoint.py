@@ -40,9 +40,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from dlrm_jax.run.chrono import RunTime
 from dlrm_jax.embedding import placement, relayout
 from dlrm_jax.errors import UserError
+from dlrm_jax.run.chrono import RunTime
 
 LAYOUT_KEY = "embedding_layout"
 RUN_TIME_KEY = "run_time"

@@ -15,13 +15,11 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dlrm_jax import config as C, embedding as E
+from dlrm_jax import config as C, embedding as E, step as St
 from dlrm_jax.compile import hlo_collectives
-from dlrm_jax.parallel import mesh as mesh_lib
-from dlrm_jax.model import dlrm as M
-from dlrm_jax.parallel import steps as parallel
-from dlrm_jax import step as St
 from dlrm_jax.embedding import exchange, optimizers, placement as PL
+from dlrm_jax.model import dlrm as M
+from dlrm_jax.parallel import mesh as mesh_lib, steps as parallel
 
 N, S, D = 8, 32, 4          # devices, rows per device, embed dim
 b, K = 6, 3                 # examples per device, id columns

@@ -14,14 +14,13 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from dlrm_jax import config as C, embedding as E, step as St
-from dlrm_jax.compile import hlo_collectives
-from dlrm_jax.parallel import mesh
-from dlrm_jax.model import dlrm as M
-from dlrm_jax.parallel import steps as parallel
-from dlrm_jax.embedding import placement as PL, sharded
 from dlrm_jax.bench import memory_per_device
 from dlrm_jax.cli import main
+from dlrm_jax.compile import hlo_collectives
+from dlrm_jax.embedding import placement as PL, sharded
 from dlrm_jax.errors import UserError
+from dlrm_jax.model import dlrm as M
+from dlrm_jax.parallel import mesh, steps as parallel
 
 # 26 tables of few distinct sizes (each distinct shape costs XLA CPU a compile of its init).
 ROWS = (6, 300) * 13

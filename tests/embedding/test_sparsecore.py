@@ -17,13 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dlrm_jax.run.checkpoint import Checkpointer
 from dlrm_jax.cli import main
 from dlrm_jax.config import load_config
 from dlrm_jax.embedding import placement as placement_lib, tables as emb_lib
-from dlrm_jax.embedding.sparsecore import conversion as layout_conversion
-from dlrm_jax.embedding.sparsecore import layout as sparsecore_layout
+from dlrm_jax.embedding.sparsecore import conversion as layout_conversion, layout as sparsecore_layout
 from dlrm_jax.errors import UserError
+from dlrm_jax.run.checkpoint import Checkpointer
 from dlrm_jax.step import TrainState
 
 HAS_LIBRARY = importlib.util.find_spec("jax_tpu_embedding") is not None
@@ -229,6 +228,7 @@ def _tiny_cfg(optimizer="adagrad", batch=256):
 @pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
 def test_config_to_specs(optimizer):
     from jax_tpu_embedding.sparsecore.lib.nn import embedding_spec
+
     from dlrm_jax.embedding.sparsecore import backend as sparsecore
     cfg = _tiny_cfg(optimizer).replace(**{"embedding.eps": 0.01})
     sc, tc = sparsecore.split_features(ROWS, cfg.embedding.tensorcore_below_rows)
@@ -263,6 +263,7 @@ def test_config_to_specs(optimizer):
 @needs_library
 def test_our_stacking_equals_the_librarys():
     from jax_tpu_embedding.sparsecore.lib.nn import embedding, table_stacking
+
     from dlrm_jax.embedding.sparsecore import backend as sparsecore
     cfg = _tiny_cfg()
     rows = [5000, 17, 9000, 5, 4000]
@@ -369,9 +370,9 @@ def test_fused_update_matches_the_single_device_step_on_a_tpu():
     if not devices or devices[0].device_kind not in ("TPU v5", "TPU v5p", "TPU v6 lite", "TPU v6e", "TPU7x"):
         pytest.skip("needs a TPU with SparseCores (v5p, v6e, tpu7x)")
     from dlrm_jax import embedding as emb, step as step_lib
+    from dlrm_jax.data import make_source
     from dlrm_jax.model import dlrm as model_lib
     from dlrm_jax.parallel import steps as parallel
-    from dlrm_jax.data import make_source
     cfg = _tiny_cfg(batch=1024).replace(**{"synthetic.cardinalities": (50000, 17, 30000) + (60,) * 23,
                                            "mesh.data": -1})
     source = make_source(cfg)

@@ -1,9 +1,8 @@
 """PyTorch / FBGEMM Adagrad (g / (sqrt(acc) + eps)) beside ours (g / sqrt(acc + eps)), and the MLPerf DLRMv2 preset."""
+import json
 import subprocess
 import sys
-import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -11,7 +10,6 @@ import pytest
 
 from dlrm_jax import config as C, embedding as E, step as S
 from dlrm_jax.model import accounting
-from dlrm_jax.embedding import optimizers
 
 # A large eps makes where it sits visible; the reference formulas are written out in NumPy.
 EPS, LR = 0.5, 0.3
@@ -49,7 +47,8 @@ def test_sparse_torch_adagrad_equals_the_torch_formula_with_duplicate_ids(optimi
     ours = optimizer.replace("_torch", "")
     other = E.sparse_update(E.EmbeddingState(table=jnp.asarray(table), accum=jnp.zeros(E.accum_shape(ours, rows, dim))),
                             jnp.zeros((1, 1), jnp.int32), jnp.ones((1, 1, dim)), ours, LR, EPS)
-    same = E.sparse_update(E.EmbeddingState(table=jnp.asarray(table), accum=jnp.zeros(E.accum_shape(optimizer, rows, dim))),
+    same = E.sparse_update(E.EmbeddingState(table=jnp.asarray(table),
+                                            accum=jnp.zeros(E.accum_shape(optimizer, rows, dim))),
                            jnp.zeros((1, 1), jnp.int32), jnp.ones((1, 1, dim)), optimizer, LR, EPS)
     assert not np.allclose(other.table[0], same.table[0])
     np.testing.assert_allclose(same.table[0], table[0] - LR / (1 + EPS), rtol=1e-6)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from dlrm_jax import config as C
-from dlrm_jax.run import checkpoint
 from dlrm_jax.embedding import placement as PL
 from dlrm_jax.errors import UserError
+from dlrm_jax.run import checkpoint
 from dlrm_jax.train import train
 
 # The tiny preset with 16 steps and tables of two sizes (one init compile each);

@@ -21,7 +21,6 @@ import numpy as np
 from dlrm_jax.embedding import placement as placement_lib, tables as emb_lib
 from dlrm_jax.embedding.sparsecore import layout as sparsecore_layout
 
-
 is_sparsecore = sparsecore_layout.is_sparsecore
 
 

@@ -67,7 +67,8 @@ def unstack_table(stack: dict, stacked, shards: int, feature: int, dim: int, xp=
     """The stack's global array [V_stack, D_pad] -> feature `feature`'s table [rows, dim]."""
     t = next(t for t in stack["tables"] if t["feature"] == feature)
     block_rows = t["padded_rows"] // shards
-    x = stacked.reshape(shards, -1, stacked.shape[-1])[:, t["row_offset_in_shard"]:t["row_offset_in_shard"] + block_rows]
+    start = t["row_offset_in_shard"]
+    x = stacked.reshape(shards, -1, stacked.shape[-1])[:, start:start + block_rows]
     x = xp.roll(x, -t["shard_rotation"], axis=0)
     return xp.swapaxes(x, 0, 1).reshape(-1, stacked.shape[-1])[:t["rows"], :dim]
 
@@ -110,7 +111,9 @@ def from_canonical(layout: dict, table: np.ndarray, accum: np.ndarray, xp=np) ->
     tc = layout["tensorcore"]
 
     def tc_part(parts, width_shape):
-        return xp.concatenate([parts[f] for f in tc["features"]]) if tc["features"] else xp.zeros(width_shape, xp.float32)
+        if not tc["features"]:
+            return xp.zeros(width_shape, xp.float32)
+        return xp.concatenate([parts[f] for f in tc["features"]])
 
     out_table = {"tensorcore": tc_part(per_feature, (0, dim)), "sparsecore": {}}
     out_accum = {"tensorcore": xp.zeros((0,), xp.float32) if optimizer == "sgd"
