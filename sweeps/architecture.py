@@ -11,8 +11,7 @@ the DCN rank (base `model.dcn_rank`, or (F+1) D / 8 when the base is full rank, 
 cross net has a width to scale) and Wukong's FMB MLP; dot and cat have none.
 Examples: base / 8 to base (doubling), as `compute.py`: with fewer counts an
 architecture's envelope can hold under the 4 points a 3-parameter fit needs.  12 runs per
-interaction, 48 for the four built in (an interaction registered in the process that
-plans the sweep gets its 12 as well).
+interaction in the registry: 48 for the four built in.
 Run:  dlrm-scaling sweep architecture --preset small --out runs/sweeps/architecture
       (the CPU run in README.md adds --set train.examples=2**16 --set eval.examples=2**15)
 """

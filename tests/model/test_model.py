@@ -1,7 +1,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from dlrm_jax import config as C
 from dlrm_jax.config import ModelConfig
 from dlrm_jax.model import dlrm as M
 from dlrm_jax.model.interactions import REGISTRY, dot
@@ -40,3 +42,31 @@ def test_cat_interaction_and_logit_shape():
     params = m.init(jax.random.PRNGKey(0), dense, emb)
     assert m.apply(params, dense, emb).shape == (5,)
     assert params["params"]["over_arch"]["dense_0"]["kernel"].shape == (REGISTRY["cat"].width(cfg, 26), 8) == (27 * 4, 8)
+
+
+def _layer(prefix, *names):
+    return {f"{prefix}/{n}/{p}" for n in names for p in ("bias", "kernel")}
+
+
+_WUKONG_LAYER = ({"fm_projection", "lcb", "fmb_norm/bias", "fmb_norm/scale", "norm/bias", "norm/scale"}
+                 | _layer("fmb_mlp", "dense_0", "dense_1"))
+
+
+@pytest.mark.parametrize("overrides, interaction", [
+    ([], set()),
+    (["model.interaction=cat"], set()),
+    (["model.interaction=dcn", "model.dcn_layers=1"], {"bias_0", "w_0"}),
+    (["model.interaction=dcn", "model.dcn_rank=4", "model.dcn_layers=2"],
+     {"bias_0", "bias_1", "v_0", "v_1", "w_0", "w_1"}),
+    # tiny: n = 27 embeddings in, n_F + n_L = 16 out, so only layer 0 projects its residual
+    (["model.interaction=wukong"], {f"layer_0/{p}" for p in _WUKONG_LAYER | {"residual_projection"}}
+     | {f"layer_1/{p}" for p in _WUKONG_LAYER}),
+])
+def test_parameter_names_are_those_checkpoints_hold(overrides, interaction):
+    # Checkpoints of earlier runs are restored by these names (tests/run/test_old_run_dir.py).
+    cfg = C.load_config("tiny", overrides).model
+    shapes = jax.eval_shape(M.from_config(cfg).init, jax.random.PRNGKey(0), jnp.ones((2, 13)),
+                            jnp.ones((2, 26, cfg.embed_dim)))["params"]
+    paths = {"/".join(k.key for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(shapes)[0]}
+    assert paths == (_layer("dense_arch", "dense_0", "dense_1") | _layer("over_arch", "dense_0", "dense_1")
+                     | {f"interaction/{p}" for p in interaction})

@@ -8,8 +8,10 @@ architecture sweep and the checks of its config knobs.  The model
 (dlrm_jax/model/dlrm.py), the accounting (dlrm_jax/model/accounting.py), the
 architecture sweep (sweeps/architecture.py) and the config's validation all ask
 REGISTRY, so adding an interaction is one new module here, its line in BUILTIN
-and its test.  A test or a script adds one at run time with `register(spec)`
-(and takes it out again with `unregister(name)`).
+and its test.  Code that trains in its own process (a test, a notebook calling
+`dlrm_jax.train.train`) can add one at run time with `register(spec)` and take it
+out with `unregister(name)`; the CLI and a sweep's runs, started as subprocesses,
+know the built-in ones.
 
 Why the built-in modules are imported on first lookup: this file imports no JAX,
 so `dlrm_jax.config` can import it for the names (an unknown `model.interaction`
