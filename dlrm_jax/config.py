@@ -20,8 +20,7 @@ from typing import Any, Literal, Mapping, Sequence
 from dlrm_jax.data.criteo.table_sizes import (KAGGLE_TABLE_ROWS, MLPERF_DCNV2_MULTI_HOT, MLPERF_DCNV2_TABLE_ROWS,
                                               MLPERF_TABLE_ROWS)
 from dlrm_jax.errors import UserError
-# The interactions' names and knob checks; JAX-free (their Flax modules load on first lookup).
-from dlrm_jax.model import interactions
+from dlrm_jax.model import interactions  # names and knob checks; JAX-free (Flax loads on first lookup)
 from dlrm_jax.overrides import coerce, flatten, split_assignment
 
 # Allowed values of the string options, declared once: the override parser

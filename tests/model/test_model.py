@@ -41,7 +41,8 @@ def test_cat_interaction_and_logit_shape():
     dense, emb = jnp.ones((5, 13)), jnp.ones((5, 26, 4))
     params = m.init(jax.random.PRNGKey(0), dense, emb)
     assert m.apply(params, dense, emb).shape == (5,)
-    assert params["params"]["over_arch"]["dense_0"]["kernel"].shape == (REGISTRY["cat"].width(cfg, 26), 8) == (27 * 4, 8)
+    kernel = params["params"]["over_arch"]["dense_0"]["kernel"]
+    assert kernel.shape == (REGISTRY["cat"].width(cfg, 26), 8) == (27 * 4, 8)
 
 
 def _layer(prefix, *names):

@@ -16,8 +16,7 @@ from flax import linen as nn
 from dlrm_jax import config as C
 from dlrm_jax.cli import main
 from dlrm_jax.errors import UserError
-from dlrm_jax.model import accounting, interactions
-from dlrm_jax.model import dlrm as M
+from dlrm_jax.model import accounting, dlrm as M, interactions
 from dlrm_jax.model.interactions import REGISTRY, Interaction, dot
 from dlrm_jax.model.layers import mlp_counts
 from dlrm_jax.train import train
