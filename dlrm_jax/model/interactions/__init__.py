@@ -14,9 +14,11 @@ out with `unregister(name)`; the CLI and a sweep's runs, started as subprocesses
 know the built-in ones.
 
 Why the built-in modules are imported on first lookup: this file imports no JAX,
-so `dlrm_jax.config` can import it for the names (an unknown `model.interaction`
-is one line listing them, before anything heavy is loaded); the modules
-themselves hold Flax code.
+so `dlrm_jax.config` imports it and stays importable without JAX (the CLI's
+parser and the sweep definitions import it), and an unknown `model.interaction`
+is refused, listing the names, before any interaction module loads.  Checking a
+config's knobs does load them (Flax, once a process): an interaction's knob
+checks live in its module beside its Flax code, so that it is one file.
 """
 from __future__ import annotations
 
