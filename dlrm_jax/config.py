@@ -21,13 +21,13 @@ from dlrm_jax.data.criteo.table_sizes import (KAGGLE_TABLE_ROWS, MLPERF_DCNV2_MU
                                               MLPERF_TABLE_ROWS)
 from dlrm_jax.embedding import support as embedding_support
 from dlrm_jax.errors import UserError
+from dlrm_jax.model import interactions  # names and knob checks; JAX-free (Flax loads on first lookup)
 from dlrm_jax.overrides import coerce, flatten, split_assignment
 
 # Allowed values of the string options, declared once: the override parser
 # checks them, and the modules that branch on them read them from here.
 DenseOptimizer = Literal["adam", "adagrad", "sgd", "adagrad_torch"]
 Decay = Literal["none", "cosine", "linear"]
-Interaction = Literal["dot", "cat", "dcn", "wukong"]
 ComputeDtype = Literal["float32", "bfloat16"]
 Sharding = Literal["replicated", "row", "table", "auto"]
 EmbeddingBackend = Literal["tensorcore", "sparsecore"]
@@ -64,12 +64,13 @@ class ModelConfig:
     table_rows: int | tuple[int, ...] = 0          # per-feature rows, or one cap (0: no cap)
     bottom_mlp: tuple[int, ...] = (64, 32)         # hidden sizes; output = embed_dim
     top_mlp: tuple[int, ...] = (64, 32)            # hidden sizes; then 1 logit
-    interaction: Interaction = "dot"
+    # a name in dlrm_jax.model.interactions.REGISTRY (dot, cat, dcn, wukong); validate checks it
+    interaction: str = "dot"
     compute_dtype: ComputeDtype = "float32"        # MLPs and interaction
-    # dcn: DCNv2 cross layers on the flattened [B, (F+1) D] (dlrm_jax/model/interactions.py)
+    # dcn: DCNv2 cross layers on the flattened [B, (F+1) D] (dlrm_jax/model/interactions/dcn.py)
     dcn_layers: int = 3
     dcn_rank: int = 0                              # low rank r of W V; 0: full rank
-    # wukong: stacked FMB + LCB layers on the [F+1, D] embedding matrix (dlrm_jax/model/interactions.py)
+    # wukong: stacked FMB + LCB layers on the [F+1, D] embedding matrix (dlrm_jax/model/interactions/wukong.py)
     wukong_layers: int = 2
     wukong_fmb_k: int = 8                          # k: the FM block's n x k projection
     wukong_nf: int = 8                             # n_F: embeddings out of the FM block
@@ -306,14 +307,10 @@ def validate(cfg: Config) -> None:
     need(all(r >= 0 for r in rows) and (not isinstance(m.table_rows, tuple) or all(r > 0 for r in rows)),
          f"model.table_rows must be positive, got {m.table_rows}")
     need(all(h > 0 for h in m.bottom_mlp + m.top_mlp), "model.bottom_mlp and model.top_mlp sizes must be positive")
-    for k in ("dcn_layers", "dcn_rank", "wukong_layers", "wukong_nl"):
-        need(getattr(m, k) >= 0, f"model.{k} must be >= 0, got {getattr(m, k)}")
-    for k in ("wukong_fmb_k", "wukong_nf"):
-        need(getattr(m, k) >= 1, f"model.{k} must be >= 1, got {getattr(m, k)}")
+    interactions.validate(m)   # the name, then each registered interaction's own knobs
     hot = m.multi_hot if isinstance(m.multi_hot, tuple) else (m.multi_hot,)
     need(all(k >= 1 for k in hot) and (isinstance(m.multi_hot, int) or len(hot) == 26),
          f"model.multi_hot needs sizes >= 1, one or 26 of them, got {m.multi_hot}")
-    need(all(h > 0 for h in m.wukong_mlp), f"model.wukong_mlp sizes must be positive, got {m.wukong_mlp}")
     need(e.learning_rate > 0, f"embedding.learning_rate must be positive, got {e.learning_rate}")
     for k in ("eps", "initial_accumulator", "init_scale"):
         need(getattr(e, k) >= 0, f"embedding.{k} must be >= 0, got {getattr(e, k)}")

@@ -5,9 +5,10 @@ Conventions (what the scaling-law x axes mean; the analysis report repeats them)
   the bottom and top MLPs and of the interaction (dcn, wukong; dot and cat have
   none).  Optimizer state is not counted.
 * FLOPs: multiply-adds count 2.  Forward FLOPs per example are the MLP matmuls
-  (2 * fan_in * fan_out per layer) plus the `dot` interaction's batched matmul
-  (2 * (F+1)^2 * D; XLA computes the full square, not only the triangle),
-  or the dcn / wukong interaction's matmuls (`interaction_counts`, below).
+  (2 * fan_in * fan_out per layer) plus the interaction's, which each interaction
+  counts itself (`counts` of its entry in dlrm_jax/model/interactions/): the `dot`
+  interaction's batched matmul (2 * (F+1)^2 * D; XLA computes the full square, not
+  only the triangle), or the dcn / wukong interaction's matmuls.
   Training FLOPs per example = 3 x forward (backward ~ 2 x forward), the
   convention of Kaplan et al. 2020 and the DLRM scaling paper.  Embedding
   lookups and updates are memory traffic, not FLOPs: counted in bytes.
@@ -17,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE
-from dlrm_jax.model.dlrm import interaction_width
+from dlrm_jax.model.interactions import REGISTRY
+from dlrm_jax.model.layers import mlp_counts
 
 
 @dataclass(frozen=True)
@@ -43,51 +45,23 @@ class Accounting:
         return self.params_embedding + self.params_dense
 
 
-def _mlp(widths: list[int]) -> tuple[int, int]:
-    """(params, forward flops per example) of consecutive dense layers."""
-    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
-    flops = sum(2 * a * b for a, b in zip(widths[:-1], widths[1:]))
-    return params, flops
+_mlp = mlp_counts   # (params, forward flops per example) of consecutive dense layers (layers.py)
 
 
 def interaction_counts(model_cfg, num_sparse: int = NUM_SPARSE) -> tuple[int, int]:
-    """(params, forward flops per example) of the interaction (dlrm_jax/model/interactions.py).
+    """(params, forward flops per example) of the interaction: its entry in dlrm_jax/model/interactions/.
 
     Matmuls only, as for the MLPs: the elementwise products, bias adds and layer
     norms (a few flops per element of N or (n_F + n_L) D) are left out, as
-    biases and ReLUs are in `_mlp`.
+    biases and ReLUs are in `mlp_counts`.
     """
-    m, d = model_cfg, model_cfg.embed_dim
-    if m.interaction == "dot":
-        return 0, 2 * (num_sparse + 1) ** 2 * d
-    if m.interaction == "dcn":
-        n, r = (num_sparse + 1) * d, m.dcn_rank
-        # per layer: W (V x) + b, V r x N and W N x r (rank 0: W N x N), bias N
-        per_params = (2 * n * r if r else n * n) + n
-        per_flops = 2 * n * r * 2 if r else 2 * n * n
-        return m.dcn_layers * per_params, m.dcn_layers * per_flops
-    if m.interaction == "wukong":
-        params = flops = 0
-        n, k, out = num_sparse + 1, m.wukong_fmb_k, m.wukong_nf + m.wukong_nl
-        for _ in range(m.wukong_layers):
-            mlp_p, mlp_f = _mlp([n * k, *m.wukong_mlp, m.wukong_nf * d])
-            params += n * k + 2 * n * k + mlp_p            # Y, the FM layer norm (scale, bias), MLP
-            flops += 2 * n * d * k * 2 + mlp_f             # X^T Y, then X (X^T Y)
-            params += m.wukong_nl * n                      # LCB
-            flops += 2 * m.wukong_nl * n * d
-            if out != n:                                   # residual projection
-                params += out * n
-                flops += 2 * out * n * d
-            params += 2 * d                                # the output layer norm
-            n = out
-        return params, flops
-    return 0, 0   # cat
+    return REGISTRY[model_cfg.interaction].counts(model_cfg, num_sparse)
 
 
 def account(model_cfg, table_rows, embedding_optimizer: str = "rowwise_adagrad") -> Accounting:
     d, f = model_cfg.embed_dim, NUM_SPARSE
     bottom_p, bottom_f = _mlp([NUM_DENSE, *model_cfg.bottom_mlp, d])
-    top_p, top_f = _mlp([interaction_width(model_cfg.interaction, f, d, model_cfg), *model_cfg.top_mlp, 1])
+    top_p, top_f = _mlp([REGISTRY[model_cfg.interaction].width(model_cfg, f), *model_cfg.top_mlp, 1])
     inter_p, inter_f = interaction_counts(model_cfg, f)
     # Per example: read K rows (forward; K = F one-hot, the sum of bag sizes multi-hot), write
     # K rows (update), and the optimizer state of those rows read + written (adagrad: D floats,

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from dlrm_jax import config as C
-from dlrm_jax.model import interactions as I
 from dlrm_jax.model import dlrm as M
+from dlrm_jax.model.interactions import REGISTRY, dcn, wukong
 
 
 def _randomize(params, seed=1):
@@ -21,7 +21,7 @@ def _randomize(params, seed=1):
 def test_cross_net_equals_the_dcn_v2_formula(rank):
     b, n, layers = 4, 10, 3
     x0 = np.random.default_rng(0).normal(size=(b, n)).astype(np.float32)
-    net = I.CrossNet(layers=layers, rank=rank)
+    net = dcn.CrossNet(layers=layers, rank=rank)
     p = _randomize(net.init(jax.random.PRNGKey(0), x0)["params"])
     out = np.asarray(net.apply({"params": p}, x0))
     x = x0.astype(np.float64)
@@ -40,13 +40,13 @@ def test_cross_net_equals_the_dcn_v2_formula(rank):
 
 def test_cross_net_initialisation_is_xavier_normal_with_zero_bias():
     n, r = 300, 40
-    p = I.CrossNet(layers=1, rank=r).init(jax.random.PRNGKey(0), jnp.zeros((1, n)))["params"]
+    p = dcn.CrossNet(layers=1, rank=r).init(jax.random.PRNGKey(0), jnp.zeros((1, n)))["params"]
     assert not np.any(np.asarray(p["bias_0"]))
     for name in ("v_0", "w_0"):
         assert np.std(np.asarray(p[name])) == pytest.approx(np.sqrt(2.0 / (n + r)), rel=0.05)
 
 
-def _layer_norm(x, scale, bias, eps=I.LAYER_NORM_EPS):
+def _layer_norm(x, scale, bias, eps=wukong.LAYER_NORM_EPS):
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
     return (x - mu) / np.sqrt(var + eps) * scale + bias
@@ -56,7 +56,7 @@ def _layer_norm(x, scale, bias, eps=I.LAYER_NORM_EPS):
 def test_wukong_layer_equals_the_papers_equations(n_f, n_l):
     b, n, d, k = 3, 7, 5, 2
     x = np.random.default_rng(0).normal(size=(b, n, d)).astype(np.float32)
-    layer = I.WukongLayer(n_f=n_f, n_l=n_l, k=k, mlp=(6,))
+    layer = wukong.WukongLayer(n_f=n_f, n_l=n_l, k=k, mlp=(6,))
     p = _randomize(layer.init(jax.random.PRNGKey(0), x)["params"])
     out = np.asarray(layer.apply({"params": p}, x))
     assert out.shape == (b, n_f + n_l, d)
@@ -88,7 +88,7 @@ def test_dlrm_forward_shapes_and_over_arch_width(overrides):
     params = m.init(jax.random.PRNGKey(0), dense, emb)["params"]
     logits = m.apply({"params": params}, dense, emb)
     assert logits.shape == (5,) and np.all(np.isfinite(logits))
-    width = M.interaction_width(cfg.model.interaction, 26, cfg.model.embed_dim, cfg.model)
+    width = REGISTRY[cfg.model.interaction].width(cfg.model, 26)
     assert params["over_arch"]["dense_0"]["kernel"].shape[0] == width
     mc = cfg.model
     if mc.interaction == "dcn":

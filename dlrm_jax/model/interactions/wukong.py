@@ -1,29 +1,18 @@
-"""Interactions beyond DLRM's `dot` and `cat`: the DCNv2 cross network and Wukong.
+"""`wukong`: stacked factorization-machine and linear-compression layers.
 
-Both take the bottom MLP's output x [B, D] and the looked-up rows [B, F, D]
-and give the over arch's input [B, I]; `model.DLRM` picks one by name
-(`model.interaction`), and `dlrm_jax/model/accounting.py` counts their parameters
-and FLOPs from the same knobs.
+Zhang et al. 2024, "Wukong: Towards a Scaling Law for Large-Scale Recommendation",
+arXiv 2403.02545, section 3: the n = F+1 embeddings as a matrix X_0 [n, D]; each layer
 
-dcn (Wang et al. 2021, "DCN V2", eq. 1 and its low-rank form, section 5.2)
-    x0 = [x, e_1, ..., e_F] flattened to [B, N], N = (F+1) D
-    x_{l+1} = x0 * (W_l (V_l x_l) + b_l) + x_l      V_l: r x N, W_l: N x r, b_l: N
-    rank 0 is full rank:  x_{l+1} = x0 * (W_l x_l + b_l) + x_l,  W_l: N x N
-  Stacked (no parallel deep tower), Xavier-normal weights, zero bias, no bias
-  on V and no activation between V and W: TorchRec's `LowRankCrossNet`, as the
-  MLPerf DLRMv2 reference (`InteractionDCNArch`) uses it.  Output width N.
-
-wukong (Zhang et al. 2024, "Wukong: Towards a Scaling Law for Large-Scale
-Recommendation", arXiv 2403.02545, section 3): the n = F+1 embeddings as a
-matrix X_0 [n, D]; each layer
     X_{i+1} = LN(concat(FMB(X_i), LCB(X_i)) + residual(X_i))
     FMB(X) = reshape(MLP(LN(flatten(X (X^T Y)))), [n_F, D])   Y: n x k (the optimized FM)
     LCB(X) = W_L X                                            W_L: n_L x n
     residual(X) = X, or P X (P: (n_F+n_L) x n) when the widths differ
-  LN over D for the layer output and over the n k flattened FM values inside
-  the FMB (as the authors' description and the open reimplementation
-  clabrugere/wukong-recommendation do); the MLP has ReLU hidden layers and a
-  linear output.  Output width (n_F + n_L) D after >= 1 layers.
+
+LN over D for the layer output and over the n k flattened FM values inside the
+FMB (as the authors' description and the open reimplementation
+clabrugere/wukong-recommendation do); the MLP has ReLU hidden layers and a
+linear output.  Output width (n_F + n_L) D after >= 1 layers.
+Knobs: model.wukong_layers, wukong_fmb_k (k), wukong_nf (n_F), wukong_nl (n_L), wukong_mlp.
 """
 from __future__ import annotations
 
@@ -33,6 +22,10 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from dlrm_jax.errors import UserError
+from dlrm_jax.model.interactions import Interaction, need_at_least, scaled
+from dlrm_jax.model.layers import MLP, mlp_counts
+
 # PyTorch's nn.LayerNorm default; Flax's is 1e-6.  The reference implementations are PyTorch.
 LAYER_NORM_EPS = 1e-5
 
@@ -40,35 +33,6 @@ LAYER_NORM_EPS = 1e-5
 def embeddings_matrix(x: jax.Array, emb: jax.Array) -> jax.Array:
     """x [B, D], emb [B, F, D] -> [B, F+1, D], the dense vector first (as `dot` orders them)."""
     return jnp.concatenate([x[:, None, :], emb], axis=1)
-
-
-class CrossNet(nn.Module):
-    """DCNv2 cross layers on x0 [B, N] -> [B, N] (module docstring, `dcn`)."""
-    layers: int
-    rank: int                      # 0: full rank
-    dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x0: jax.Array) -> jax.Array:
-        n = x0.shape[-1]
-        xavier = nn.initializers.glorot_normal()
-        x = x0
-        for layer in range(self.layers):
-            b = self.param(f"bias_{layer}", nn.initializers.zeros, (n,), jnp.float32).astype(self.dtype)
-            if self.rank:
-                # x @ v is V_l x_l with V_l = v^T (r x N); then @ w is W_l (.) with W_l = w^T (N x r).
-                v = self.param(f"v_{layer}", xavier, (n, self.rank), jnp.float32).astype(self.dtype)
-                w = self.param(f"w_{layer}", xavier, (self.rank, n), jnp.float32).astype(self.dtype)
-                xw = (x @ v) @ w + b
-            else:
-                w = self.param(f"w_{layer}", xavier, (n, n), jnp.float32).astype(self.dtype)
-                xw = x @ w + b
-            x = x0 * xw + x
-        return x
-
-
-def dcn_width(num_sparse: int, dim: int) -> int:
-    return (num_sparse + 1) * dim
 
 
 class WukongLayer(nn.Module):
@@ -81,7 +45,6 @@ class WukongLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        from dlrm_jax.model.dlrm import MLP  # model.py imports this module; MLP is defined there
         b, n, d = x.shape
         xavier = nn.initializers.glorot_normal()
         # Factorization-machine block: X (X^T Y) is the [n, n] FM matrix X X^T times Y,
@@ -119,5 +82,43 @@ class Wukong(nn.Module):
         return h.reshape(h.shape[0], -1)
 
 
-def wukong_width(num_sparse: int, dim: int, layers: int, n_f: int, n_l: int) -> int:
-    return (n_f + n_l) * dim if layers else (num_sparse + 1) * dim
+def _module(m, dtype, name):
+    return Wukong(m.wukong_layers, m.wukong_nf, m.wukong_nl, m.wukong_fmb_k, tuple(m.wukong_mlp), dtype, name=name)
+
+
+def _width(m, num_sparse: int) -> int:
+    return (m.wukong_nf + m.wukong_nl) * m.embed_dim if m.wukong_layers else (num_sparse + 1) * m.embed_dim
+
+
+def _counts(m, num_sparse: int) -> tuple[int, int]:
+    # The layer norms' scale and bias are parameters; their few FLOPs an element are left
+    # out, as the MLPs' bias adds and ReLUs are.
+    d = m.embed_dim
+    params = flops = 0
+    n, k, out = num_sparse + 1, m.wukong_fmb_k, m.wukong_nf + m.wukong_nl
+    for _ in range(m.wukong_layers):
+        mlp_p, mlp_f = mlp_counts([n * k, *m.wukong_mlp, m.wukong_nf * d])
+        params += n * k + 2 * n * k + mlp_p            # Y, the FM layer norm (scale, bias), MLP
+        flops += 2 * n * d * k * 2 + mlp_f             # X^T Y, then X (X^T Y)
+        params += m.wukong_nl * n                      # LCB
+        flops += 2 * m.wukong_nl * n * d
+        if out != n:                                   # residual projection
+            params += out * n
+            flops += 2 * out * n * d
+        params += 2 * d                                # the output layer norm
+        n = out
+    return params, flops
+
+
+def _scale(m, q, num_sparse: int) -> dict:
+    return {"model.wukong_mlp": tuple(scaled(w, q) for w in m.wukong_mlp)}
+
+
+def _validate(m) -> None:
+    need_at_least(m, 0, "wukong_layers", "wukong_nl")
+    need_at_least(m, 1, "wukong_fmb_k", "wukong_nf")
+    if not all(h > 0 for h in m.wukong_mlp):
+        raise UserError(f"model.wukong_mlp sizes must be positive, got {m.wukong_mlp}")
+
+
+SPEC = Interaction("wukong", module=_module, width=_width, counts=_counts, scale=_scale, validate=_validate)
