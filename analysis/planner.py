@@ -326,7 +326,7 @@ def plan_for_target(study: Study, target: float, memory: float | None = None) ->
                         "with any model size and data under this law")
     # A target the smallest budget measured already reaches is refused, not planned: its
     # answer lies below every budget measured, where small runs are still in the learning
-    # onset (DESIGN.md: NE falls faster than the law there), so the law's inverse is no
+    # onset (docs/DESIGN.md section 4.6: NE falls faster than the law there), so the law's inverse is no
     # estimate.  Far enough below, the answer was the search grid's floor and a batch-
     # rounded example count, outside the plan's own bootstrap interval.
     if study.cheapest is not None and target >= study.cheapest[0]:

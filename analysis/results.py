@@ -1,6 +1,6 @@
 """Run results into a DataFrame: `load_results` and the resource-axis table.
 
-Training and analysis meet only through files (DESIGN.md section 2). A sweep directory
+Training and analysis meet only through files (docs/DESIGN.md section 1.1). A sweep directory
 holds `results.csv` (one row per run, written by the sweep runner) and one run
 directory per point (`config.json`, `summary.json` written last, `metrics.jsonl`).
 `load_results` accepts:
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# Summary fields that are numbers (DESIGN.md section 3, run directory).
+# Summary fields that are numbers (docs/DESIGN.md section 4.3, the run directory).
 NUMERIC_FIELDS = (
     "eval_ne", "eval_logloss", "eval_auc", "eval_calibration", "eval_examples",
     "train_examples", "params_embedding", "params_dense", "flops_per_example",

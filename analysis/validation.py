@@ -4,7 +4,7 @@ A scaling law is used to extrapolate, so the honest test is to extrapolate: fit 
 but the largest k scales and compare the prediction (and its bootstrap interval) with
 the held-out runs. The flags collect what a careful reader would check before quoting
 a fit: the optimiser's own evidence, a systematic pattern in the residuals (the wrong
-functional form, e.g. the learning onset DESIGN.md describes), a large held-out error,
+functional form, e.g. the learning onset of docs/DESIGN.md section 4.6), a large held-out error,
 and an asymptote below the Bayes-optimal NE, which no model can beat.
 """
 

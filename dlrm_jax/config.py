@@ -2,7 +2,7 @@
 
 Every key a user can set is a field below; `apply_overrides` rejects anything
 else with one line naming the key.  Stable key names (users' scripts and sweeps
-use them) are listed in DESIGN.md section 3.
+use them) are listed in docs/DESIGN.md section 4.2.
 
     cfg = load_config("tiny", ["train.examples=65536", "model.top_mlp=64,32"])
     cfg.to_dict()   # -> what config.json holds; from_dict(...) reads it back

@@ -4,7 +4,7 @@ A data sweep, two parameter schemes (embedding dimension, top-MLP width) and a
 compute grid, each from the `small` preset at CPU-sized example counts, then the
 scaling-law analysis of all of them into DIR/report.  Rerunning resumes: finished
 runs are skipped.  Sizes were chosen so the data sweep sits where NE bends
-toward the generator's Bayes NE (DESIGN.md section 2) and everything finishes
+toward the generator's Bayes NE (docs/DESIGN.md section 3.1) and everything finishes
 in about ten minutes on two cores (docs/BENCHMARKS.md has the measured time).
 """
 from __future__ import annotations

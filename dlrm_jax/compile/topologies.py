@@ -4,7 +4,7 @@ Naming, as Cloud TPU and MaxText's `accelerator_to_spec_map` use it: for v5e
 and v6e the number is chips (one TensorCore each, 2-D torus); for v4, v5p and
 tpu7x it is TensorCores, two per chip, so `v5p-128` is 64 chips (`v5p:4x4x4`)
 and `v4-8` four (`v4:2x2x1`).  libtpu's `get_topology_desc` then gives the
-slice's compile-only devices on any CPU host (DESIGN.md section 2).
+slice's compile-only devices on any CPU host (docs/DESIGN.md section 1.4).
 
 HBM per device (bytes the compiler may use are a little less), from the Cloud
 TPU documentation's "TPU versions" pages: v4 32 GiB, v5e 16 GiB, v5p 95 GiB,

@@ -17,7 +17,7 @@ examples (K id columns of the group):
 Every buffer is [N x C] with the capacity C = ceil(headroom x n / N) (at most
 n): N x C ~ headroom x n, the device's own ids, whatever the device count, as
 mixture-of-experts dispatch sizes its buffers.  `jax.lax.ragged_all_to_all`
-would avoid the headroom but does not compile on XLA:CPU (DESIGN.md section 2),
+would avoid the headroom but does not compile on XLA:CPU (docs/DESIGN.md section 2.3),
 so this fixed-capacity path is the one the tests run.
 
 Overflow is never dropped.  When a device holds more than C unique ids for one

@@ -2,7 +2,7 @@
 
 Why not `jax.grad` through `jnp.take` and optax: that gradient is a dense
 [R, D] array and the optimizer then touches every row every step.  At paper
-scale (1e8 to 1e11 rows) that is the whole cost (DESIGN.md section 2).
+scale (1e8 to 1e11 rows) that is the whole cost (docs/DESIGN.md section 2.2).
 Instead the train step differentiates w.r.t. the looked-up rows [B, F, D];
 `sparse_update` sums the gradients of duplicate ids per unique row and applies
 the optimizer to those rows only:

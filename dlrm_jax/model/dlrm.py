@@ -6,7 +6,7 @@
 
 The embedding rows come in as an input, looked up by the sparse arch
 (dlrm_jax/embedding/): tables are not Flax params, so optax never sees them
-and gradients w.r.t. the rows stay [B, F, D] (DESIGN.md section 2).
+and gradients w.r.t. the rows stay [B, F, D] (docs/DESIGN.md section 2.2).
 
 Names follow TorchRec's DLRM: dense arch (bottom MLP), interaction, over arch
 (top MLP).  The MLPs are dlrm_jax/model/layers.py's; the interaction is the one

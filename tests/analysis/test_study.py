@@ -103,7 +103,7 @@ def test_holdout_on_a_good_law():
 
 
 def test_flags_for_the_learning_onset():
-    """An S-shaped curve (flat, then falling, then bending: DESIGN.md's onset) is not a
+    """An S-shaped curve (flat, then falling, then bending: the onset of docs/DESIGN.md section 4.6) is not a
     power law plus constant; the fit must say so."""
     x = 2.0 ** np.arange(12, 24)
     y = 0.52 + 0.45 / (1 + (x / 2 ** 18) ** 1.2)
