@@ -17,7 +17,7 @@ from typing import Any
 
 from dlrm_jax import config as config_lib, embedding as emb_lib, step as step_lib
 from dlrm_jax.data import make_source
-from dlrm_jax.data.base import NUM_DENSE, DataSource
+from dlrm_jax.data.base import DataSource
 from dlrm_jax.model import accounting as accounting_lib, dlrm as model_lib
 from dlrm_jax.parallel import steps as parallel
 
@@ -45,19 +45,9 @@ class Built:
         return dict(self.par.mesh.shape) if self.par.mesh is not None else dict.fromkeys(AXES, 1)
 
     def step_inputs(self) -> tuple:
-        """ShapeDtypeStructs (with the batch's shardings) of (dense, ids, labels) for `train_step`."""
-        if self.par.abstract_batch is not None:   # a backend whose ids are not [B, F] (SparseCore's CSR)
-            return tuple(self.par.abstract_batch)
-        import jax
-        from jax.sharding import NamedSharding
-
-        from dlrm_jax.parallel.mesh import spec
-        b, f = self.cfg.train.batch_size, len(self.layout.rows)
-        shapes = (((b, NUM_DENSE), "float32"), ((b, f), "int32"), ((b,), "float32"))
-        if self.par.mesh is None:
-            return tuple(jax.ShapeDtypeStruct(s, t) for s, t in shapes)
-        return tuple(jax.ShapeDtypeStruct(s, t, sharding=NamedSharding(self.par.mesh, spec("batch", len(s))))
-                     for s, t in shapes)
+        """ShapeDtypeStructs (with the batch's shardings) of (dense, ids, labels) for `train_step`:
+        the backend's own batch ([B, F] ids, [B, K] bags, SparseCore's CSR input)."""
+        return tuple(self.par.abstract_batch)
 
     def lower(self):
         """The train step lowered for `step_inputs()` (compile it with `.compile()`)."""
