@@ -80,10 +80,11 @@ def test_sparsecore_refuses_an_optimizer_through_the_cli_before_looking_for_devi
         load_config("tiny", [*overrides, f"embedding.optimizer={ok}"])
 
 
-def test_config_validation_imports_no_jax():
-    code = ("import sys; from dlrm_jax.config import load_config\n"
-            "try:\n    load_config('tiny', ['embedding.backend=sparsecore'])\nexcept Exception: pass\n"
-            "load_config('tiny', ['embedding.optimizer=sgd', 'mesh.data=1'])\n"
+def test_the_optimizer_tables_import_no_jax():
+    # config.py checks optimizers against embedding/support.py; importing the config (the
+    # CLI's parser, the sweep definitions) must not pull in JAX.  Validating a whole config
+    # may: an interaction's knob checks live beside its Flax module (model/interactions/).
+    code = ("import sys; import dlrm_jax.config, dlrm_jax.embedding.support\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax', 'optax')]\n"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
