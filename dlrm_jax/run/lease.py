@@ -71,41 +71,54 @@ class Lease:
     # ------------------------------------------------------------------ taking it
     def acquire(self, held_message: str) -> None:
         """Take the lease, or raise UserError(`held_message` + who holds it until when)."""
-        from google.api_core.exceptions import NotFound, PreconditionFailed
         for _ in range(8):  # each pass ends in a win, a live holder, or a lost race to retry
-            try:
-                self._put(0)
+            if self.try_take(0):
                 break
-            except PreconditionFailed:
-                pass
-            current = self._bucket.get_blob(self._key, timeout=storage.BUCKET_TIMEOUT_S)
+            current = self.read()
             if current is None:
                 continue  # released between our create and our read: create again
-            try:
-                body = current.download_as_bytes(if_generation_match=current.generation,
-                                                 timeout=storage.BUCKET_TIMEOUT_S)
-            except (NotFound, PreconditionFailed):
-                continue  # renewed or released meanwhile: read again
-            holder = _parse(body)
-            expires = holder.get("expires")
-            if not isinstance(expires, (int, float)):  # a body we cannot read: its write time + ttl
-                expires = current.updated.timestamp() + self.ttl_s
+            generation, holder, expires = current
             left = expires - time.time()
             if left > 0:
                 raise UserError(f"{held_message}: held by {holder.get('host', '?')} pid "
                                 f"{holder.get('pid', '?')}, lease expires in {left:.0f} s "
                                 f"unless renewed")
-            try:
-                self._put(current.generation)  # take over exactly the stale generation
+            if self.try_take(generation):  # take over exactly the stale generation
                 break
-            except PreconditionFailed:
-                continue  # another contender won it (or it was renewed): see who holds it now
+            # else another contender won it (or it was renewed): see who holds it now
         else:
             raise UserError(f"{held_message}: the lease kept changing hands; try again")
         if self._auto_renew:
             self._thread = threading.Thread(target=self._heartbeat, name=f"lease {self.path}",
                                             daemon=True)
             self._thread.start()
+
+    def try_take(self, generation: int) -> bool:
+        """One compare-and-swap: write our lease if the object's generation is still
+        `generation` (0: if there is no lease object); False if it is not."""
+        from google.api_core.exceptions import PreconditionFailed
+        try:
+            self._put(generation)
+        except PreconditionFailed:
+            return False
+        return True
+
+    def read(self) -> tuple[int, dict, float] | None:
+        """The lease object now: (generation, body, expiry as a Unix time), None if there is none."""
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+        current = self._bucket.get_blob(self._key, timeout=storage.BUCKET_TIMEOUT_S)
+        if current is None:
+            return None
+        try:
+            body = current.download_as_bytes(if_generation_match=current.generation,
+                                             timeout=storage.BUCKET_TIMEOUT_S)
+        except (NotFound, PreconditionFailed):
+            return self.read()  # renewed or released between the two requests: read again
+        holder = _parse(body)
+        expires = holder.get("expires")
+        if not isinstance(expires, (int, float)):  # a body we cannot read: its write time + ttl
+            expires = current.updated.timestamp() + self.ttl_s
+        return current.generation, holder, float(expires)
 
     def _put(self, if_generation: int) -> None:
         now = time.time()

@@ -183,16 +183,18 @@ def test_a_second_taker_fails_naming_the_lock_while_the_first_lives(gcs_bucket):
 
 @pytest.mark.parametrize("trial", range(3))
 def test_four_contenders_for_an_expired_lease_one_wins(gcs_bucket, trial):
-    dead = lease_lib.Lease(_lock_path(gcs_bucket), ttl_s=0.5, renew=False)
+    lock = _lock_path(gcs_bucket)
+    dead = lease_lib.Lease(lock, ttl_s=0.5, renew=False)
     dead.acquire("held")  # its owner "dies": no heartbeat
     time.sleep(0.7)
-    contenders = [lease_lib.Lease(_lock_path(gcs_bucket), ttl_s=30.0, renew=False) for _ in range(4)]
+    held = f"{gcs_bucket}/run is being trained (lock {lock})"
+    contenders = [lease_lib.Lease(lock, ttl_s=30.0, renew=False) for _ in range(4)]
     barrier, results = threading.Barrier(4), [None] * 4
 
     def take(i):
         barrier.wait()
         try:
-            contenders[i].acquire(f"{gcs_bucket}/run is being trained (lock {_lock_path(gcs_bucket)})")
+            contenders[i].acquire(held)
             results[i] = "won"
         except UserError as err:
             results[i] = str(err)
@@ -204,26 +206,58 @@ def test_four_contenders_for_an_expired_lease_one_wins(gcs_bucket, trial):
         t.join()
     winners = [i for i, r in enumerate(results) if r == "won"]
     assert len(winners) == 1, results
-    assert all(_lock_path(gcs_bucket) in r and "lease expires in" in r for r in results if r != "won")
-    body = json.loads(storage.read_bytes(_lock_path(gcs_bucket)))
-    assert body["owner"] == contenders[winners[0]].owner
-    # The dead owner comes back: its renewal fails, it knows, and it deletes nothing.
-    assert not dead.renew() and dead.lost
-    with pytest.raises(UserError, match="lost the run lock"):
-        dead.check()
+    assert all(r.startswith(held) and "lease expires in" in r for r in results if r != "won")
+    winner = contenders[winners[0]]
+    assert json.loads(storage.read_bytes(lock))["owner"] == winner.owner
+    # The dead owner comes back and lets go: the winner's lease is not its to delete.
     dead.release()
-    assert json.loads(storage.read_bytes(_lock_path(gcs_bucket)))["owner"] == contenders[winners[0]].owner
-    contenders[winners[0]].release()
+    assert json.loads(storage.read_bytes(lock))["owner"] == winner.owner
+    winner.release()
 
 
-def test_an_unrenewed_lease_counts_as_lost_after_its_ttl(gcs_bucket):
-    held = lease_lib.Lease(_lock_path(gcs_bucket), ttl_s=0.5, renew=False)
-    held.acquire("held")
-    held.check()
-    time.sleep(0.6)
+def test_of_four_takeovers_of_one_stale_generation_one_succeeds(gcs_bucket):
+    """The compare-and-swap itself, all four having read the same stale lease first."""
+    lock = _lock_path(gcs_bucket)
+    for _ in range(3):
+        dead = lease_lib.Lease(lock, ttl_s=0.1, renew=False)
+        dead.acquire("held")
+        time.sleep(0.2)
+        contenders = [lease_lib.Lease(lock, ttl_s=30.0, renew=False) for _ in range(4)]
+        seen = [c.read() for c in contenders]
+        assert {s[0] for s in seen} == {dead.generation} and all(s[2] < time.time() for s in seen)
+        barrier, won = threading.Barrier(4), []
+
+        def take(c):
+            barrier.wait()
+            if c.try_take(dead.generation):
+                won.append(c)
+
+        threads = [threading.Thread(target=take, args=(c,)) for c in contenders]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(won) == 1
+        assert json.loads(storage.read_bytes(lock))["owner"] == won[0].owner
+        won[0].release()
+
+
+def test_a_frozen_owner_loses_its_lease_and_knows(gcs_bucket):
+    lock = _lock_path(gcs_bucket)
+    owner = lease_lib.Lease(lock, ttl_s=0.8)
+    owner.acquire("held")
+    owner.check()
+    owner._stop.set()  # the process freezes (no heartbeat) past its ttl...
+    owner._thread.join()
+    time.sleep(1.0)
     with pytest.raises(UserError, match="lost the run lock"):
-        held.check()  # another trainer may take it now: do not write on
-    held.release()
+        owner.check()  # ...and once past its expiry it must not write on
+    other = lease_lib.Lease(lock, ttl_s=30.0, renew=False)
+    other.acquire("held")  # taken over
+    assert not owner.renew() and owner.lost  # its next renewal is refused (412)
+    owner.release()
+    assert json.loads(storage.read_bytes(lock))["owner"] == other.owner
+    other.release()
 
 
 def test_lock_interface_on_local_and_gs(root):
@@ -242,6 +276,7 @@ def test_lock_interface_on_local_and_gs(root):
     """)
     run_dir = storage.path(os.fspath(root))
     rundir.lock(run_dir)
+    assert ".lock" in storage.listdir(root)  # listed once here: the next listing must not be cached
     try:
         out = subprocess.run([sys.executable, "-c", script, os.fspath(root)], env=_subprocess_env(),
                              capture_output=True, text=True, timeout=120)
