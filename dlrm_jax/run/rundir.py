@@ -19,21 +19,22 @@ from typing import Any, Iterable
 from dlrm_jax import config as config_lib
 from dlrm_jax.errors import UserError
 from dlrm_jax.run import lease, storage
-from dlrm_jax.run.files import write_atomic
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+    storage.write_atomic(path, json.dumps(_jsonable(obj), indent=2) + "\n")
 
 
 def read_json(path: Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    if not storage.is_remote(path):
+        with open(path) as f:
+            return json.load(f)
+    return json.loads(storage.read_text(path))
 
 
 def read_summary(run_dir: Path) -> dict | None:
     """The run's summary.json, or None if it has none; a damaged one is a UserError naming it."""
-    path = Path(run_dir) / "summary.json"
+    path = storage.path(run_dir) / "summary.json"
     try:
         summary = read_json(path)
     except FileNotFoundError:
@@ -187,7 +188,7 @@ def _short(err: Exception, limit: int = 80) -> str:
 
 
 def write_lines_atomic(path: Path, lines: Iterable[dict]) -> None:
-    write_atomic(path, "".join(json.dumps(_jsonable(line)) + "\n" for line in lines))
+    storage.write_atomic(path, "".join(json.dumps(_jsonable(line)) + "\n" for line in lines))
 
 
 # --------------------------------------------------------------------------- the run's directory
@@ -195,10 +196,10 @@ def write_lines_atomic(path: Path, lines: Iterable[dict]) -> None:
 def check(run_dir: Path, cfg) -> bool:
     """True if `run_dir` holds this run (same config); False if it is new; UserError otherwise."""
     cfg_path = run_dir / "config.json"
-    if run_dir.exists() and not run_dir.is_dir():
+    if storage.exists(run_dir) and not storage.is_dir(run_dir):
         raise UserError(f"--out {run_dir} exists and is not a directory")
-    if not cfg_path.exists():
-        if run_dir.exists() and any(p.name not in RUN_DIR_EXTRAS for p in run_dir.iterdir()):
+    if not storage.exists(cfg_path):
+        if any(name not in RUN_DIR_EXTRAS for name in storage.listdir(run_dir)):
             raise UserError(f"--out {run_dir} is not empty and holds no config.json; use a new directory")
         return False
     try:

@@ -255,6 +255,26 @@ def remove(p: Any, missing_ok: bool = True) -> None:
             raise
 
 
+def move(src: Any, dst: Any, marker: str | None = None) -> None:
+    """Rename a file or directory.  On gs:// there is no rename: every object is copied,
+    then the source deleted, so a reader may see both meanwhile.  `marker`: the file
+    whose presence makes directory `src` count as committed (Orbax's commit file); on
+    gs:// it is deleted first, so a move killed midway leaves no committed half."""
+    if not is_remote(src):
+        Path(src).rename(dst)
+        return
+    fs, key = _fs(src)
+    if marker is not None:
+        remove(f"{SCHEME}{key}/{marker}")
+    _, target = _fs(dst)
+    if fs.isdir(key):
+        for name in fs.find(key):  # every object under the prefix, copied one by one
+            fs.copy(name, target + name[len(key):])
+    else:
+        fs.copy(key, target)
+    fs.rm(key, recursive=True)
+
+
 def rmtree(p: Any) -> None:
     """Delete a directory and everything under it; nothing if it does not exist."""
     if not is_remote(p):
