@@ -359,6 +359,18 @@ MUTATIONS = [
              "    return p if is_remote(p) else Path(p).absolute()", "    return Path(p).absolute()",
              "a gs:// path is never made absolute by pathlib (<cwd>/gs:/...)",
              ("tests/run/test_storage.py::test_path_types_and_the_pathlib_trap",)),
+    Mutation("train-gs-metrics-not-flushed-before-save", "dlrm_jax/train.py",
+             "    metrics_log.flush()\n    rundir.check_lock(run_dir)\n", "    rundir.check_lock(run_dir)\n",
+             "a gs:// run killed and resumed has every metrics line once (flushed before each checkpoint)",
+             ("tests/run/test_gcs_train.py::test_a_killed_gs_run_resumes_to_the_local_uninterrupted_result",)),
+    Mutation("train-gs-run-dir-through-pathlib", "dlrm_jax/train.py",
+             "    run_dir = storage.path(run_dir)", "    run_dir = Path(run_dir)",
+             "--out gs://no-such-bucket/r exits 2 with one line and writes nothing (no local ./gs:)",
+             ("tests/run/test_gcs_train.py::test_a_missing_bucket_exits_2_in_seconds_with_one_line",)),
+    Mutation("checkpoint-gs-stale-listing-after-set-aside", "dlrm_jax/run/checkpoint.py",
+             "        storage.forget_listings()  # on a bucket", "        pass  # on a bucket",
+             "a damaged checkpoint on a bucket is set aside and no longer listed by Orbax",
+             ("tests/run/test_gcs_train.py::test_a_damaged_gs_checkpoint_is_set_aside_and_the_run_falls_back",)),
 ]
 
 

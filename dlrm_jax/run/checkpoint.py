@@ -285,6 +285,7 @@ class Checkpointer:
         for a in aside:
             log(f"checkpoint {a.step} in {self.directory} is unreadable ({a.reason}); moved to {a.moved_to}, {then}")
         _sync("dlrm_jax.run.checkpoint.set_aside.moved")  # moved before any process lists the steps again
+        storage.forget_listings()  # on a bucket each process's gcsfs still lists the moved step
         self._manager.reload()  # the manager caches its steps; a moved one must not be listed or kept
         return aside
 

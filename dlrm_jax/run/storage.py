@@ -166,6 +166,18 @@ def _fs(p: Any):
         return _FS[0], text[len(SCHEME):].rstrip("/")
 
 
+def forget_listings() -> None:
+    """Drop the listings every gcsfs instance of this process caches, epath's (Orbax's
+    view of a bucket) included: after objects were moved or removed through this
+    module, or by another process, Orbax would otherwise still list them.  Nothing
+    if gcsfs was never loaded (local runs)."""
+    import sys
+    if "gcsfs" in sys.modules:
+        # fsspec keeps its instances on the class (_Cached): whatever options epath gave.
+        for fs in list(getattr(sys.modules["gcsfs"].GCSFileSystem, "_cache", {}).values()):
+            fs.invalidate_cache()
+
+
 def reset() -> None:
     """Forget the client, the filesystem and the checked buckets (tests: a new emulator)."""
     with _LOCK:

@@ -83,3 +83,29 @@ def test_a_missing_bucket_exits_2_in_seconds_with_one_line(gcs_server, tmp_path)
     assert out.stderr.strip().splitlines() == [
         "dlrm-scaling train: error: gs://no-such-bucket-zz: no such bucket (create it, or fix the --out path)"]
     assert os.listdir(tmp_path) == []  # nothing written, not even a local ./gs: directory
+
+
+def test_a_damaged_gs_checkpoint_is_set_aside_and_the_run_falls_back(gcs_bucket, tmp_path, capsys):
+    """The damaged-checkpoint fallback on a bucket: 32 is unreadable, moved aside, 24 resumes."""
+    from dlrm_jax.train import train
+    from tests.run.test_checkpoint_fallback import EVAL, _cfg
+    ref = train(_cfg(), tmp_path / "ref", progress=False, verbose=False)
+    run = f"{gcs_bucket}/run"
+    train(_cfg(), run, progress=False, verbose=False)
+    storage.remove(f"{run}/summary.json")  # interrupted after its last checkpoint
+    sharding = f"{run}/checkpoints/32/default/_sharding"
+    storage.write_atomic(sharding, storage.read_bytes(sharding)[:100])  # the issue's first case
+    summary = train(_cfg(), run, progress=False)
+    said = [line for line in capsys.readouterr().err.splitlines() if "is unreadable" in line]
+    assert len(said) == 1 and said[0].startswith(f"checkpoint 32 in {run}/checkpoints is unreadable (")
+    assert "_sharding" in said[0] and said[0].endswith("moved to 32.unreadable, resuming from step 24")
+    assert {k: summary[k] for k in EVAL} == {k: ref[k] for k in EVAL}
+    assert _checkpoint_dirs(run) == ["24", "32", "32.unreadable"]
+    aside = storage.listdir(f"{run}/checkpoints/32.unreadable")
+    assert "default" in aside and "commit_success.txt" not in aside  # moved, no longer a checkpoint
+    assert storage.read_bytes(f"{run}/checkpoints/32.unreadable/default/_sharding") == \
+        storage.read_bytes(f"{tmp_path}/ref/checkpoints/32/default/_sharding")[:100]
+
+
+def _checkpoint_dirs(run: str) -> list[str]:
+    return storage.listdir(f"{run}/checkpoints")
