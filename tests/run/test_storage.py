@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from dlrm_jax.errors import UserError
-from dlrm_jax.run import lease as lease_lib
-from dlrm_jax.run import rundir, storage
+from dlrm_jax.run import lease as lease_lib, rundir, storage
 
 REPO = Path(__file__).resolve().parents[2]
 
