@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import mutations_gcs  # scripts/: this file's directory is on sys.path when it runs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -319,61 +321,11 @@ MUTATIONS = [
              "a checkpoint whose tables sit in other groups is laid out anew, not refused",
              ("tests/embedding/test_backend.py::test_how_a_checkpoint_layout_is_restored_into_the_runs",
               "tests/parallel/test_sharding_train.py::test_checkpoint_with_tables_elsewhere_is_laid_out_anew")),
-    # -- run directories on a bucket (dlrm_jax/run/storage.py, lease.py, rundir.MetricsLog) --
-    Mutation("lease-create-unconditional", "dlrm_jax/run/lease.py",
-             "            if self.try_take(0):\n", "            if self.try_take(None):\n",
-             "the lease is created only if no lease object exists (ifGenerationMatch=0)",
-             ("tests/run/test_storage.py::test_a_second_taker_fails_naming_the_lock_while_the_first_lives",)),
-    Mutation("lease-taken-before-expiry", "dlrm_jax/run/lease.py",
-             "            if left > 0:\n", "            if left > self.ttl_s:\n",
-             "a live lease is not taken over, however little of it is left",
-             ("tests/run/test_storage.py::test_a_second_taker_fails_naming_the_lock_while_the_first_lives",)),
-    Mutation("lease-takeover-unconditional", "dlrm_jax/run/lease.py",
-             "            self._put(generation)\n        except PreconditionFailed:\n            return False",
-             "            self._put(0 if generation == 0 else None)\n"
-             "        except PreconditionFailed:\n            return False",
-             "of several contenders for an expired lease exactly one wins",
-             ("tests/run/test_storage.py::test_of_four_takeovers_of_one_stale_generation_one_succeeds",)),
-    Mutation("lease-release-deletes-the-new-holder", "dlrm_jax/run/lease.py",
-             "        if current is None or current.generation != generation:\n",
-             "        if current is None:\n",
-             "a lease owner that lost its lease does not delete the new holder's",
-             ("tests/run/test_storage.py::test_four_contenders_for_an_expired_lease_one_wins[0]",)),
-    Mutation("metrics-gs-overwrites-earlier-lines", "dlrm_jax/run/rundir.py",
-             '                text = storage.read_bytes(self.path).decode(errors="replace")',
-             '                text = ""',
-             "metrics.jsonl on a bucket keeps its earlier lines (no append on gs://: the object is rewritten whole)",
-             ("tests/run/test_storage.py::test_metrics_survive_a_kill_and_resume_reads_every_line_once[gs]",)),
-    Mutation("metrics-gs-truncate-not-written", "dlrm_jax/run/rundir.py",
-             "        self._dirty = True\n        self.flush()\n",
-             "        self._dirty = False\n        self.flush()\n",
-             "a resumed run on a bucket drops the metrics lines past its checkpoint",
-             ("tests/run/test_storage.py::test_metrics_on_a_bucket_are_never_appended",)),
-    Mutation("storage-listings-cached", "dlrm_jax/run/storage.py",
-             "gcsfs.GCSFileSystem(use_listings_cache=False,", "gcsfs.GCSFileSystem(use_listings_cache=True,",
-             "gs:// listings see objects other writers (the lease's client, other processes) made or removed",
-             ("tests/run/test_storage.py::test_lock_interface_on_local_and_gs[gs]",)),
-    Mutation("storage-bucket-not-checked", "dlrm_jax/run/storage.py",
-             "        check_bucket(bucket(text))  # a bad bucket", "        bucket(text)  # a bad bucket",
-             "a missing bucket is one line at once, before anything is written",
-             ("tests/run/test_storage.py::test_a_missing_bucket_is_one_line_in_seconds",)),
-    Mutation("storage-pathlib-absolute-on-gs", "dlrm_jax/run/storage.py",
-             "    return p if is_remote(p) else Path(p).absolute()", "    return Path(p).absolute()",
-             "a gs:// path is never made absolute by pathlib (<cwd>/gs:/...)",
-             ("tests/run/test_storage.py::test_path_types_and_the_pathlib_trap",)),
-    Mutation("train-gs-metrics-not-flushed-before-save", "dlrm_jax/train.py",
-             "    metrics_log.flush()\n    rundir.check_lock(run_dir)\n", "    rundir.check_lock(run_dir)\n",
-             "a gs:// run killed and resumed has every metrics line once (flushed before each checkpoint)",
-             ("tests/run/test_gcs_train.py::test_a_killed_gs_run_resumes_to_the_local_uninterrupted_result",)),
-    Mutation("train-gs-run-dir-through-pathlib", "dlrm_jax/train.py",
-             "    run_dir = storage.path(run_dir)", "    run_dir = Path(run_dir)",
-             "--out gs://no-such-bucket/r exits 2 with one line and writes nothing (no local ./gs:)",
-             ("tests/run/test_gcs_train.py::test_a_missing_bucket_exits_2_in_seconds_with_one_line",)),
-    Mutation("checkpoint-gs-stale-listing-after-set-aside", "dlrm_jax/run/checkpoint.py",
-             "        storage.forget_listings()  # on a bucket", "        pass  # on a bucket",
-             "a damaged checkpoint on a bucket is set aside and no longer listed by Orbax",
-             ("tests/run/test_gcs_train.py::test_a_damaged_gs_checkpoint_is_set_aside_and_the_run_falls_back",)),
 ]
+
+
+# Entries kept beside this file by area, as tuples of Mutation's fields.
+MUTATIONS += [Mutation(*entry) for entry in mutations_gcs.ENTRIES]
 
 
 class Stop(Exception):
