@@ -23,7 +23,7 @@ from dlrm_jax.data import make_source
 from dlrm_jax.data.prefetch import prefetch
 from dlrm_jax.errors import UserError
 from dlrm_jax.parallel import distributed
-from dlrm_jax.run import checkpoint, preemption, rundir
+from dlrm_jax.run import checkpoint, preemption, rundir, storage
 from dlrm_jax.run.chrono import Chrono
 from dlrm_jax.run.rundir import MetricsLog, write_json_atomic
 from dlrm_jax.schedule import Schedule, schedule_for
@@ -41,8 +41,8 @@ def train(cfg: config_lib.Config, run_dir: str | Path, *, progress: bool | None 
     chrono = Chrono(clock=time.time)
     distributed.initialize(cfg.distributed)  # before JAX touches a device
     watch = preemption.watch(multi_process=jax.process_count() > 1)
-    run_dir = Path(run_dir)
-    created = not run_dir.exists()
+    run_dir = storage.path(run_dir)  # pathlib.Path, or epath.Path for gs:// (bucket checked now)
+    created = not storage.exists(run_dir)
     try:
         return _train(cfg, run_dir, chrono, watch, progress=progress, verbose=verbose)
     except BaseException:
@@ -72,7 +72,7 @@ def _train(cfg: config_lib.Config, run_dir: Path, chrono: Chrono, watch: preempt
     if primary:
         # The lock first, so that a second trainer on this directory is told it is taken
         # (whatever it would find there): it stops having written nothing.
-        if run_dir.exists() and not run_dir.is_dir():
+        if storage.exists(run_dir) and not storage.is_dir(run_dir):
             raise UserError(f"--out {run_dir} exists and is not a directory")
         rundir.lock(run_dir)
     resuming = rundir.check(run_dir, cfg)  # on the primary: read now that no one else can write
@@ -102,7 +102,7 @@ def _train(cfg: config_lib.Config, run_dir: Path, chrono: Chrono, watch: preempt
     if primary:
         if not resuming:
             rundir.write_config(run_dir, cfg)
-        summary_path.unlink(missing_ok=True)  # a failed run is retried from its last checkpoint
+        storage.remove(summary_path)  # a failed run is retried from its last checkpoint
     state = par.init(cfg.seed)
     ckpt = checkpoint.Checkpointer(run_dir / "checkpoints", keep=cfg.checkpoint.keep)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl") if primary else _NoMetricsLog()
@@ -142,6 +142,7 @@ def _train(cfg: config_lib.Config, run_dir: Path, chrono: Chrono, watch: preempt
     def preempt(step: int) -> preemption.Preempted:
         """Save at `step` (unless just saved) and say so; the caller raises."""
         if saved_step != step:
+            _before_save(metrics_log, run_dir)
             ckpt.save(step, state, layout=par.layout, run_time=chrono.run_time(step),
                       log_window={"loss_sum": float(loss_sum), "loss_steps": loss_steps,
                                   "exchange": {k: int(v) for k, v in exchange.items()}})
@@ -172,6 +173,7 @@ def _train(cfg: config_lib.Config, run_dir: Path, chrono: Chrono, watch: preempt
                         final_eval = evaluate(state)
                         metrics_log.write(event(step, **final_eval, wall_s=chrono.run_time(step, t_pause).wall_s))
                     if sched.is_checkpoint_step(step):
+                        _before_save(metrics_log, run_dir)
                         ckpt.save(step, state, layout=par.layout, run_time=chrono.run_time(step, t_pause))
                         saved_step = step
             # Checked after the step's log, eval and checkpoint, so the saved state and
@@ -218,12 +220,23 @@ def _train(cfg: config_lib.Config, run_dir: Path, chrono: Chrono, watch: preempt
     }
     ckpt.close()
     if primary:
+        _before_save(metrics_log, run_dir)
         write_json_atomic(summary_path, summary)
         rundir.unlock(run_dir)
     return summary
 
 
+def _before_save(metrics_log, run_dir) -> None:
+    """Before a checkpoint or the summary: every metrics line so far is durable (on a
+    bucket they are buffered), so the resumed run finds each line it will not write
+    again; and on a bucket this trainer still holds the run's lease."""
+    metrics_log.flush()
+    rundir.check_lock(run_dir)
+
+
 def _remove_if_empty(path: Path) -> None:
+    if storage.is_remote(path):
+        return  # a prefix with no objects does not exist: nothing to remove
     try:
         path.rmdir()
     except OSError:
@@ -281,6 +294,9 @@ class _NoMetricsLog:
         pass
 
     def write(self, event: dict) -> None:
+        pass
+
+    def flush(self) -> None:
         pass
 
 

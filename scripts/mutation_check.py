@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import mutations_gcs  # scripts/: this file's directory is on sys.path when it runs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -218,8 +220,8 @@ MUTATIONS = [
              "a metrics line is written whole or not at all",
              ("tests/run/test_faults.py::test_a_metrics_line_is_written_whole_or_not_at_all",)),
     Mutation("metrics-damaged-line-ends-the-log", "dlrm_jax/run/rundir.py",
-             "                    continue\n                out.append(event)",
-             "                    break\n                out.append(event)",
+             "                continue\n            out.append(event)",
+             "                break\n            out.append(event)",
              "valid events after a damaged metrics line are kept",
              ("tests/run/test_faults.py::test_a_damaged_metrics_line_is_reported_and_the_events_after_it_are_kept",)),
     # -- bad input refused before any work (issue 24) -------------------------------
@@ -320,6 +322,10 @@ MUTATIONS = [
              ("tests/embedding/test_backend.py::test_how_a_checkpoint_layout_is_restored_into_the_runs",
               "tests/parallel/test_sharding_train.py::test_checkpoint_with_tables_elsewhere_is_laid_out_anew")),
 ]
+
+
+# Entries kept beside this file by area, as tuples of Mutation's fields.
+MUTATIONS += [Mutation(*entry) for entry in mutations_gcs.ENTRIES]
 
 
 class Stop(Exception):

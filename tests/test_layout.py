@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data", ("dlrm_jax.data",)),
     ("declarations", ("dlrm_jax.embedding.support", "dlrm_jax.model.interactions$")),
     ("config", ("dlrm_jax.config",)),
-    ("run directory", ("dlrm_jax.run.rundir", "dlrm_jax.run.storage")),
+    ("run directory", ("dlrm_jax.run.rundir", "dlrm_jax.run.storage", "dlrm_jax.run.lease")),
     ("model", ("dlrm_jax.model",)),
     ("devices", ("dlrm_jax.parallel.mesh", "dlrm_jax.parallel.distributed")),
     ("embedding", ("dlrm_jax.embedding",)),

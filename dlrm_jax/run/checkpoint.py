@@ -42,6 +42,7 @@ import orbax.checkpoint as ocp
 
 from dlrm_jax.embedding import placement, relayout
 from dlrm_jax.errors import UserError
+from dlrm_jax.run import storage
 from dlrm_jax.run.chrono import RunTime
 
 LAYOUT_KEY = "embedding_layout"
@@ -51,6 +52,8 @@ UNREADABLE_SUFFIX = ".unreadable"  # checkpoints/<step>.unreadable: set aside, n
 # Orbax's per-step metadata file (it holds our layout and run time).  Orbax logs
 # and ignores a damaged one, which would silently lose both, so we check it.
 STEP_METADATA_FILE = "_CHECKPOINT_METADATA"
+# Orbax's commit marker on object storage, written last into a step (atomicity.py).
+COMMIT_FILE = "commit_success.txt"
 
 
 class SetAside(NamedTuple):
@@ -100,7 +103,8 @@ class Checkpointer:
                           stacklevel=2)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=False)
-        self._manager = ocp.CheckpointManager(Path(directory).absolute(), options=options,
+        # Not Path(...).absolute(): that turns gs://b/r into <cwd>/gs:/b/r (storage.py).
+        self._manager = ocp.CheckpointManager(storage.absolute(directory), options=options,
                                               item_handlers=ocp.StandardCheckpointHandler())
         # Restores read through the item handler, not the manager: the manager's
         # restore ends in a barrier that a process whose read failed never
@@ -109,7 +113,7 @@ class Checkpointer:
 
     @property
     def directory(self) -> Path:
-        return Path(self._manager.directory)
+        return storage.path(self._manager.directory)  # a pathlib.Path locally, as before
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -276,10 +280,12 @@ class Checkpointer:
         _sync("dlrm_jax.run.checkpoint.set_aside.named")  # every process names the targets before any is taken
         if _process_index() == 0:
             for a in aside:
-                (self.directory / str(a.step)).rename(self.directory / a.moved_to)
+                # On a bucket the step stops being a checkpoint first (no rename there: storage.move).
+                storage.move(self.directory / str(a.step), self.directory / a.moved_to, marker=COMMIT_FILE)
         for a in aside:
             log(f"checkpoint {a.step} in {self.directory} is unreadable ({a.reason}); moved to {a.moved_to}, {then}")
         _sync("dlrm_jax.run.checkpoint.set_aside.moved")  # moved before any process lists the steps again
+        storage.forget_listings()  # on a bucket each process's gcsfs still lists the moved step
         self._manager.reload()  # the manager caches its steps; a moved one must not be listed or kept
         return aside
 
@@ -322,9 +328,10 @@ def _ignore_closed_event_loops() -> None:
 
 def unreadable_path(directory: Path, step: int) -> Path:
     """`<step>.unreadable`, or `<step>.unreadable.<n>` when that exists (never overwrite one set aside)."""
-    target, n = Path(directory) / f"{step}{UNREADABLE_SUFFIX}", 1
-    while target.exists():
-        target, n = Path(directory) / f"{step}{UNREADABLE_SUFFIX}.{n}", n + 1
+    directory = storage.path(directory)
+    target, n = directory / f"{step}{UNREADABLE_SUFFIX}", 1
+    while storage.exists(target):
+        target, n = directory / f"{step}{UNREADABLE_SUFFIX}.{n}", n + 1
     return target
 
 
@@ -342,8 +349,7 @@ def _check_step_metadata(step_dir: Path) -> None:
     """Orbax reads a damaged or missing step metadata file as empty; we need what it holds."""
     path = step_dir / STEP_METADATA_FILE
     try:
-        with open(path) as f:
-            json.load(f)
+        json.loads(storage.read_text(path))
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: {err}") from None
 

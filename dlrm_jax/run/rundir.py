@@ -12,26 +12,29 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
 from dlrm_jax import config as config_lib
 from dlrm_jax.errors import UserError
-from dlrm_jax.run.files import write_atomic
+from dlrm_jax.run import lease, storage
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+    storage.write_atomic(path, json.dumps(_jsonable(obj), indent=2) + "\n")
 
 
 def read_json(path: Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    if not storage.is_remote(path):
+        with open(path) as f:
+            return json.load(f)
+    return json.loads(storage.read_text(path))
 
 
 def read_summary(run_dir: Path) -> dict | None:
     """The run's summary.json, or None if it has none; a damaged one is a UserError naming it."""
-    path = Path(run_dir) / "summary.json"
+    path = storage.path(run_dir) / "summary.json"
     try:
         summary = read_json(path)
     except FileNotFoundError:
@@ -61,52 +64,97 @@ def _jsonable(obj: Any) -> Any:
 class MetricsLog:
     """Append-only metrics.jsonl; on resume, lines past the restored point are dropped.
 
-    A line is appended with one `write` on an O_APPEND descriptor, and cut back
-    if that write fails (a full disk, a file-size limit), so the file holds
-    whole lines only.  Lines damaged anyway (a copy gone wrong, a disk error)
-    are skipped and listed in `damaged` as "path:N: ..." for the caller to report.
+    Locally a line is appended with one `write` on an O_APPEND descriptor, and
+    cut back if that write fails (a full disk, a file-size limit), so the file
+    holds whole lines only.  Lines damaged anyway (a copy gone wrong, a disk
+    error) are skipped and listed in `damaged` as "path:N: ..." for the caller
+    to report.
+
+    On gs:// there is no append (gcsfs's `open("a")` silently overwrites), so
+    the log keeps the object's lines in memory and `flush` rewrites the whole
+    object, one atomic single-object write.  The trainer flushes before each
+    checkpoint save and before the summary: a kill then loses only lines past
+    the newest checkpoint, which the resumed run drops (`truncate_after`) and
+    writes again, so every line is there once.  `write` also flushes when the
+    last flush is FLUSH_EVERY_S old, so a bucket's log stays fresh for readers.
     """
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    FLUSH_EVERY_S = 10.0
+    # GCS takes about one write per second per object name (more get 429 and backoff).
+    MIN_WRITE_GAP_S = 1.0
+
+    def __init__(self, path):
+        self.remote = storage.is_remote(path)
+        self.path = path if self.remote else Path(path)
         self.damaged: list[str] = []
+        self._lines: list[str] | None = None  # gs://: the object's lines as the next flush writes them
+        self._dirty = False
+        self._flushed_at = time.monotonic()  # FLUSH_EVERY_S counts from here
+        self._written_at = -math.inf         # this object's last write (MIN_WRITE_GAP_S)
 
     def truncate_after(self, examples_seen: int, log=None) -> None:
         """Keep only events at or before `examples_seen` (those the checkpoint covers).
 
         Damaged lines are reported through `log` (file:line) and dropped; the
         valid events after them are kept."""
-        if not self.path.exists():
+        if not storage.exists(self.path):
             return
         lines = self.read_lines()
         if log is not None:
             for where in self.damaged:
                 log(f"{where}; skipped (the events after it are kept)")
         kept = [line for line in lines if line["examples_seen"] <= examples_seen]
-        write_lines_atomic(self.path, kept)
+        if not self.remote:
+            write_lines_atomic(self.path, kept)
+            return
+        self._lines = [json.dumps(_jsonable(line)) + "\n" for line in kept]
+        self._dirty = True
+        self.flush()
 
     def read_lines(self) -> list[dict]:
         self.damaged = []
+        if self.remote:
+            return self._parse(self._remote_lines())
         if not self.path.exists():
             return []
-        out = []
         with open(self.path, errors="replace") as f:
-            for number, raw in enumerate(f, 1):
-                raw = raw.strip()
-                if not raw:
-                    continue
-                try:
-                    event = json.loads(raw)
-                    if not isinstance(event, dict) or not isinstance(event.get("examples_seen"), int):
-                        raise ValueError("no examples_seen")
-                except ValueError as err:
-                    self.damaged.append(f"{self.path}:{number}: damaged metrics line ({_short(err)})")
-                    continue
-                out.append(event)
+            return self._parse(f)
+
+    def _parse(self, raws) -> list[dict]:
+        out = []
+        for number, raw in enumerate(raws, 1):
+            raw = raw.strip()
+            if not raw:
+                continue
+            try:
+                event = json.loads(raw)
+                if not isinstance(event, dict) or not isinstance(event.get("examples_seen"), int):
+                    raise ValueError("no examples_seen")
+            except ValueError as err:
+                self.damaged.append(f"{self.path}:{number}: damaged metrics line ({_short(err)})")
+                continue
+            out.append(event)
         return out
+
+    def _remote_lines(self) -> list[str]:
+        if self._lines is None:
+            try:
+                text = storage.read_bytes(self.path).decode(errors="replace")
+            except FileNotFoundError:
+                text = ""
+            self._lines = text.splitlines(keepends=True)
+            if self._lines and not self._lines[-1].endswith("\n"):
+                self._lines[-1] += "\n"
+        return self._lines
 
     def write(self, event: dict) -> None:
         data = (json.dumps(_jsonable(event)) + "\n").encode()
+        if self.remote:
+            self._remote_lines().append(data.decode())
+            self._dirty = True
+            if time.monotonic() - self._flushed_at >= self.FLUSH_EVERY_S:
+                self.flush()
+            return
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             start = os.fstat(fd).st_size
@@ -122,6 +170,17 @@ class MetricsLog:
         finally:
             os.close(fd)
 
+    def flush(self) -> None:
+        """Make every line written so far durable (locally each `write` already is)."""
+        if not (self.remote and self._dirty):
+            return
+        wait = self._written_at + self.MIN_WRITE_GAP_S - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        storage.write_atomic(self.path, "".join(self._lines))
+        self._flushed_at = self._written_at = time.monotonic()
+        self._dirty = False
+
 
 def _short(err: Exception, limit: int = 80) -> str:
     text = str(err)
@@ -129,7 +188,7 @@ def _short(err: Exception, limit: int = 80) -> str:
 
 
 def write_lines_atomic(path: Path, lines: Iterable[dict]) -> None:
-    write_atomic(path, "".join(json.dumps(_jsonable(line)) + "\n" for line in lines))
+    storage.write_atomic(path, "".join(json.dumps(_jsonable(line)) + "\n" for line in lines))
 
 
 # --------------------------------------------------------------------------- the run's directory
@@ -137,10 +196,10 @@ def write_lines_atomic(path: Path, lines: Iterable[dict]) -> None:
 def check(run_dir: Path, cfg) -> bool:
     """True if `run_dir` holds this run (same config); False if it is new; UserError otherwise."""
     cfg_path = run_dir / "config.json"
-    if run_dir.exists() and not run_dir.is_dir():
+    if storage.exists(run_dir) and not storage.is_dir(run_dir):
         raise UserError(f"--out {run_dir} exists and is not a directory")
-    if not cfg_path.exists():
-        if run_dir.exists() and any(p.name not in RUN_DIR_EXTRAS for p in run_dir.iterdir()):
+    if not storage.exists(cfg_path):
+        if any(name not in RUN_DIR_EXTRAS for name in storage.listdir(run_dir)):
             raise UserError(f"--out {run_dir} is not empty and holds no config.json; use a new directory")
         return False
     try:
@@ -175,6 +234,9 @@ def lock(run_dir: Path) -> None:
     config.json into the other's run; the second one stops here, having written
     nothing.  The caller reads the run's state again after taking it.
     """
+    if storage.is_remote(run_dir):  # a bucket has no flock: a lease object (lease.py)
+        lease.lock(run_dir, f"{run_dir} is being trained by another process (lock {run_dir}/.lock)")
+        return
     import fcntl
     unlock(run_dir)  # this process trained here before (a retry in the same session)
     path = run_dir / ".lock"
@@ -207,7 +269,18 @@ _LOCKS: dict = {}
 
 
 def unlock(run_dir: Path) -> None:
+    if storage.is_remote(run_dir):
+        lease.unlock(run_dir)
+        return
     f = _LOCKS.pop(str(run_dir.resolve()), None)
     if f is not None:
         (run_dir / ".lock").unlink(missing_ok=True)  # a finished run dir holds only the contract's files
         f.close()
+
+
+def check_lock(run_dir) -> None:
+    """UserError if this process's lease on a gs:// run was lost (taken over after it
+    expired): called before each checkpoint save and the summary.  Local flocks hold
+    until the process dies: nothing to check."""
+    if storage.is_remote(run_dir):
+        lease.check(run_dir)
