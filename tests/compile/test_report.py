@@ -81,3 +81,18 @@ def test_tpu_slice_compiles_and_a_model_too_large_does_not_fit():
     r = compile_report.compile_report(big, devices, target=s)
     assert not r["fits"] and r["bytes_needed"] > r["device_memory_bytes"] == 16 * 2 ** 30
     assert "does not fit" in compile_report.format_report(r)
+
+
+def test_peak_memory_is_the_one_formula():
+    # bench and compile report one peak: arguments + outputs - donated + temporaries + code.
+    from types import SimpleNamespace
+
+    from dlrm_jax import bench
+    from dlrm_jax.compile import memory
+    sizes = dict(argument=1000, output=300, alias=200, temp=50, generated_code=7)
+    compiled = SimpleNamespace(memory_analysis=lambda: SimpleNamespace(
+        **{f"{k}_size_in_bytes": v for k, v in sizes.items()}))
+    got = memory.memory_per_device(compiled)
+    assert got == {**sizes, "peak": 1000 + 300 - 200 + 50 + 7}
+    assert bench.memory_per_device is memory.memory_per_device
+    assert memory.memory_per_device(SimpleNamespace(memory_analysis=lambda: None)) == {}
