@@ -20,11 +20,21 @@ from analysis.fitting import Convergence, FitOptions
 from analysis.laws import AdditivePowerLawFit, PowerLawFit, fit_additive_power_law, fit_power_law
 from analysis.render import render_markdown, summary_text
 from analysis.report import write_report
-from analysis.results import (COMMON_AXES, RESOURCE_AXES, ResultsWarning, load_results,
-                              resource_axis)
-from analysis.study import (Comparison, Estimate, Frontier, Inversion, SchemeFit, compare_schemes,
-                            compute_frontier, fit_scheme, fit_schemes, gain_per_doubling,
-                            multiplier_for_improvement, resource_for_target)
+from analysis.results import COMMON_AXES, RESOURCE_AXES, ResultsWarning, load_results, resource_axis
+from analysis.study import (
+                              Comparison,
+                              Estimate,
+                              Frontier,
+                              Inversion,
+                              SchemeFit,
+                              compare_schemes,
+                              compute_frontier,
+                              fit_scheme,
+                              fit_schemes,
+                              gain_per_doubling,
+                              multiplier_for_improvement,
+                              resource_for_target,
+)
 from analysis.validation import Flag, HoldoutCheck, fit_flags, holdout_check
 
 __all__ = [

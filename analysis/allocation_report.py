@@ -11,8 +11,14 @@ import numpy as np
 import pandas as pd
 
 from analysis import allocation_plots
-from analysis.compute_optimal import (BUDGET_COLUMN, METHOD_LABELS, METHODS, compute_optimal,
-                                      data_from_results, isoflop_runs)
+from analysis.compute_optimal import (
+    BUDGET_COLUMN,
+    METHOD_LABELS,
+    METHODS,
+    compute_optimal,
+    data_from_results,
+    isoflop_runs,
+)
 from analysis.study import bayes_ne_of
 from analysis.validation import Flag, fit_flags
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 
-from dlrm_jax.compile import topologies as tpu_topologies         # plain Python: names and sizes, no JAX
+from dlrm_jax.compile import topologies as tpu_topologies  # plain Python: names and sizes, no JAX
 from dlrm_jax.errors import UserError
 
 # TPU slices (names, chips, HBM per chip from Google Cloud's TPU pages) are

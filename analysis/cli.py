@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run `analyze` with the arguments after the word `analyze`; returns the exit code."""
     from analysis.render import summary_text
-    from analysis.report import write_report   # keeps --help fast
+    from analysis.report import write_report  # keeps --help fast
     from analysis.results import AxisError
     from dlrm_jax.run.files import check_writable_dir
 

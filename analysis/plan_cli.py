@@ -13,8 +13,7 @@ import argparse
 import sys
 
 from analysis.cli import Parser, check_fit_flags, parse
-from analysis.planner import (PlanError, load_study, parse_bytes, plan_for_flops, plan_for_target,
-                              topology_memory)
+from analysis.planner import PlanError, load_study, parse_bytes, plan_for_flops, plan_for_target, topology_memory
 
 PROG = "dlrm-scaling plan"
 

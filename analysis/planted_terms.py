@@ -20,7 +20,6 @@ from scipy import optimize, special
 
 from analysis.planted import entropy
 
-
 # -- an architecture gap: the blind gap of a missing term --------------------------
 
 def blind_gap(sigma_t: float, *, info: float, base_ctr: float) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from analysis import allocation_report, architectures
 from analysis.results import AXIS_LABELS
 
+
 def _fmt(v, spec: str = ".4g") -> str:
     if v is None:
         return "-"

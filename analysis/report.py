@@ -27,12 +27,35 @@ import scipy
 from analysis import allocation_report, architectures, plots
 from analysis.fitting import FitOptions
 from analysis.render import render_markdown
-from analysis.results import (AXIS_LABELS, COMMON_AXES, ENVELOPE_SCHEMES, RESOURCE_AXES, check_axes,
-                              finished_runs, load_results, resource_axis)
-from analysis.study import (compare_schemes, compute_frontier, fit_schemes, gain_per_doubling,
-                            multiplier_for_improvement, points, resource_for_target, json_number)
-from analysis.validation import (GRAD_REL_TOL, HOLDOUT_MAX_REL_ERROR, HOLDOUT_MIN_REL_ERROR,
-                                 HOLDOUT_RMS_FACTOR, MIN_SHARE_REACHED, MIN_SPAN, PATTERN_P)
+from analysis.results import (
+    AXIS_LABELS,
+    COMMON_AXES,
+    ENVELOPE_SCHEMES,
+    RESOURCE_AXES,
+    check_axes,
+    finished_runs,
+    load_results,
+    resource_axis,
+)
+from analysis.study import (
+    compare_schemes,
+    compute_frontier,
+    fit_schemes,
+    gain_per_doubling,
+    json_number,
+    multiplier_for_improvement,
+    points,
+    resource_for_target,
+)
+from analysis.validation import (
+    GRAD_REL_TOL,
+    HOLDOUT_MAX_REL_ERROR,
+    HOLDOUT_MIN_REL_ERROR,
+    HOLDOUT_RMS_FACTOR,
+    MIN_SHARE_REACHED,
+    MIN_SPAN,
+    PATTERN_P,
+)
 from dlrm_jax.run.files import write_atomic
 
 FORMAT = "dlrm-scaling-fits/1"
@@ -192,8 +215,8 @@ def _counting() -> dict:
         "params_dense": "weights + biases of the bottom and top MLPs and of the interaction (dcn, wukong)",
         "flops_per_example": ("training FLOPs per example = 3 x forward (backward ~ 2 x forward, as Kaplan et al. "
                               "2020 and Ardalani et al. 2022); forward = MLP matmuls (2 x fan_in x fan_out per "
-                              "layer) + the dot interaction (2 x (F+1)^2 x D) or the dcn / wukong interaction's matmuls; "
-                              "a multiply-add counts 2; "
+                              "layer) + the dot interaction (2 x (F+1)^2 x D) or the dcn / wukong interaction's "
+                              "matmuls; a multiply-add counts 2; "
                               "embedding lookups are memory traffic, not FLOPs"),
         "train_flops": "flops_per_example x train_examples",
         "train_examples": "examples seen in training (one pass unless the run's config says otherwise)",

@@ -39,7 +39,8 @@ def bench(cfg: config_lib.Config, batch_size: int | None = None, steps: int = 20
     distributed.initialize(cfg.distributed)
     b = cfg.train.batch_size
     built = build(cfg)
-    source, layout, model, tx, acct, par = built.source, built.layout, built.model, built.tx, built.accounting, built.par
+    source, layout, model, tx = built.source, built.layout, built.model, built.tx
+    acct, par = built.accounting, built.par
     host_batches = [next(source.train_batches(b, i * b, (i + 1) * b, jax.process_index(), jax.process_count()))
                     for i in range(NUM_DISTINCT_BATCHES)]
     batches = [tuple(jax.device_put(x) for x in par.put_batch(batch)) for batch in host_batches]
@@ -160,7 +161,8 @@ def format_result(r: dict) -> str:
     host = r.get("host_per_step") or {}
     if host:
         kept = "kept" if r.get("malloc_keeps_freed_memory") else "returned to the OS (default malloc)"
-        lines.append(f"  host per step: {host['minor_page_faults']:,.0f} page faults, CPU {host['user_s'] * 1e3:.1f} ms "
+        lines.append(f"  host per step: {host['minor_page_faults']:,.0f} page faults, "
+                     f"CPU {host['user_s'] * 1e3:.1f} ms "
                      f"user + {host['system_s'] * 1e3:.1f} ms system; freed memory {kept}")
     if "dense_embedding_examples_per_s" in r:
         d = r["dense_embedding_examples_per_s"]

@@ -17,8 +17,12 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
-from dlrm_jax.data.criteo.table_sizes import (KAGGLE_TABLE_ROWS, MLPERF_DCNV2_MULTI_HOT, MLPERF_DCNV2_TABLE_ROWS,
-                                              MLPERF_TABLE_ROWS)
+from dlrm_jax.data.criteo.table_sizes import (
+    KAGGLE_TABLE_ROWS,
+    MLPERF_DCNV2_MULTI_HOT,
+    MLPERF_DCNV2_TABLE_ROWS,
+    MLPERF_TABLE_ROWS,
+)
 from dlrm_jax.embedding import support as embedding_support
 from dlrm_jax.errors import UserError
 from dlrm_jax.model import interactions  # names and knob checks; JAX-free (Flax loads on first lookup)
@@ -345,7 +349,8 @@ def validate(cfg: Config) -> None:
         load_world(s.world)  # a missing or malformed world file is bad input now, not mid-run
     need(cfg.data.source == "synthetic" or cfg.data.source.startswith("criteo:"),
          f"data.source must be 'synthetic' or 'criteo:DATA_DIR', got {cfg.data.source!r}")
-    need(cfg.checkpoint.every_examples >= 0, f"checkpoint.every_examples must be >= 0, got {cfg.checkpoint.every_examples}")
+    need(cfg.checkpoint.every_examples >= 0,
+         f"checkpoint.every_examples must be >= 0, got {cfg.checkpoint.every_examples}")
     need(cfg.checkpoint.keep >= 1, f"checkpoint.keep must be >= 1, got {cfg.checkpoint.keep}")
 
 

@@ -222,6 +222,7 @@ def _plot_zipf(study: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from dlrm_jax.run.files import atomic_write
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for (world, w), color in zip(study["worlds"].items(), ("C0", "C3")):

@@ -28,6 +28,7 @@ from dlrm_jax.run.chrono import Chrono
 from dlrm_jax.run.rundir import MetricsLog, write_json_atomic
 from dlrm_jax.schedule import Schedule, schedule_for
 
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf."""
 

@@ -44,7 +44,8 @@ def main() -> None:
             most = max(most, counts.max())
             uniq.append(len(u))
             per_owner.append(counts.mean())
-        print(f"| {name} | {np.mean(uniq):,.0f} | {most:,} | {np.mean(per_owner):,.1f} | {-(-most // cap)} (lower bound) |")
+        print(f"| {name} | {np.mean(uniq):,.0f} | {most:,} | {np.mean(per_owner):,.1f} | "
+              f"{-(-most // cap)} (lower bound) |")
 
 
 if __name__ == "__main__":

@@ -88,7 +88,8 @@ def main(argv=None) -> int:
     for eff in effects:
         w = variant(eff, a.pairs, a.pair_effect, a.id_effect, a.rank, a.latent_dim, a.others, a.cardinality)
         knobs = {"triple_effect": eff, "pairs": a.pairs, "pair_effect": a.pair_effect,
-                 "id_effect": a.id_effect, "rank": a.rank, "latent_dim": a.latent_dim, "others": a.others, "cardinality": a.cardinality}
+                 "id_effect": a.id_effect, "rank": a.rank, "latent_dim": a.latent_dim, "others": a.others,
+                 "cardinality": a.cardinality}
         tag = "_".join(f"{k}={v}" for k, v in knobs.items())
         path = a.out / f"world_{abs(hash(tag)) % 10**8}.json"
         path.write_text(json.dumps(w, indent=2) + "\n")

@@ -28,10 +28,11 @@ def main() -> None:
     a = p.parse_args()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import numpy as np
+    from jax_tpu_embedding.sparsecore.lib.nn import embedding
+
     from dlrm_jax.config import load_config
     from dlrm_jax.data import make_source
     from dlrm_jax.embedding.sparsecore import backend as sparsecore
-    from jax_tpu_embedding.sparsecore.lib.nn import embedding
 
     chips, sc, per_host = SLICES[a.topology]
     hosts = chips // per_host

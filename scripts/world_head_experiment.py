@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrm_jax.data.criteo import format as cf
 from dlrm_jax.data.calibrate import world_rows
+from dlrm_jax.data.criteo import format as cf
 from dlrm_jax.data.synthetic import EVAL_STREAM, TRAIN_STREAM, SyntheticSource
 from dlrm_jax.data.world import load_world, world_from_json
 from dlrm_jax.metrics import bayes_ne

@@ -32,9 +32,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from dlrm_jax.model.accounting import account
 from dlrm_jax.data.base import NUM_SPARSE
 from dlrm_jax.errors import UserError
+from dlrm_jax.model.accounting import account
 
 N_BUDGETS = 4
 BUDGET_FACTOR = 4.0

@@ -29,8 +29,8 @@ from typing import Any, Sequence
 
 from dlrm_jax.config import Config, diff as config_diff, from_dict, load_config
 from dlrm_jax.errors import UserError
-from dlrm_jax.run.files import write_atomic
 from dlrm_jax.run import preemption
+from dlrm_jax.run.files import write_atomic
 from dlrm_jax.run.rundir import read_json, read_summary
 from sweeps import Sweep, load_sweep
 

@@ -44,7 +44,8 @@ def test_round_trip_through_json():
     ("train.eval_every_examples=2**-1", "bad value for train.eval_every_examples: '2**-1' is not an int"),
     ("embedding.eps=-1", "embedding.eps must be >= 0, got -1.0"),
     ("synthetic.seed=-1", "synthetic.seed must be in [0, 2**31), got -1"),
-    ("train.epochs=2", "with train.epochs > 1, train.examples (16384) must be a multiple of train.batch_size (3000) so every epoch holds the same examples"),
+    ("train.epochs=2", "with train.epochs > 1, train.examples (16384) must be a multiple of train.batch_size (3000) "
+                       "so every epoch holds the same examples"),
 ])
 def test_bad_overrides_raise_one_clear_line(override, message):
     base = (["train.examples=1024"] if "batch_size" in override

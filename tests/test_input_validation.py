@@ -7,7 +7,6 @@ import pytest
 
 from dlrm_jax.cli import main
 
-
 # A train whose bad number got through would run (2**100 examples: forever); with a data
 # source that does not exist it stops at once with another message instead.  The checks
 # under test come first, so with them in place the data source is never reached.
@@ -258,6 +257,7 @@ def _demo_dir(tmp_path, with_configs: bool):
     import json
 
     import pandas as pd
+
     from tests.analysis.test_planner import ROWS, law
     demo = tmp_path / "demo"
     rows = [{"run": f"w{w}_d{int(d)}", "sweep": "compute", "status": "done",

@@ -32,7 +32,8 @@ def test_an_answer_passes_within_the_tolerance_or_its_interval_and_fails_outside
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["planted", "planted-nothing", "--out", "OUT"], "unknown planted study planted-nothing; choose from planted-zipf, planted-triple"),
+    (["planted", "planted-nothing", "--out", "OUT"],
+     "unknown planted study planted-nothing; choose from planted-zipf, planted-triple"),
     (["planted", "--workers", "0", "--out", "OUT"], "--workers must be >= 1, got 0"),
 ])
 def test_bad_planted_input_exits_2_with_one_line(tmp_path, capsys, argv, message):

@@ -32,7 +32,8 @@ _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16
 _OP = re.compile(r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*(?P<shape>.*?)\s+"
                  r"(?P<op>" + "|".join(sorted(KINDS, key=len, reverse=True)) + r")(?P<start>-start)?\(")
 _ARRAY = re.compile(r"\b(?P<dtype>[a-z]+\d*(?:e\d+m\d+(?:fn)?)?)\[(?P<dims>[\d,]*)\]")
-_DCN_SEND = re.compile(r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*\((?P<shape>.*?),\s*u32\[\]\S*,\s*token\[\]\)\s+send\(")
+_DCN_SEND = re.compile(r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*"
+                       r"\((?P<shape>.*?),\s*u32\[\]\S*,\s*token\[\]\)\s+send\(")
 _DCN_OP = re.compile(r'_xla_host_transfer_rendezvous="(?P<op>[a-z_\-]+)')
 _DCN_KINDS = {"pmin": "all-reduce", "pmax": "all-reduce", "psum": "all-reduce"}
 _GROUPS = re.compile(r"replica_groups=(\{[\d,{} ]*\}|\[[\d,]+\]<=\[[\d,]+\](?:T\([\d,]+\))?)")

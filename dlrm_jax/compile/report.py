@@ -32,7 +32,7 @@ _HOST_DEVICES = "--xla_force_host_platform_device_count"
 
 
 def _parser() -> argparse.ArgumentParser:
-    from dlrm_jax.config import PRESETS   # plain Python: importing it starts no JAX
+    from dlrm_jax.config import PRESETS  # plain Python: importing it starts no JAX
     p = argparse.ArgumentParser(prog="dlrm-scaling compile",
                                 description="compile the train step ahead of time and report per device")
     p.add_argument("--preset", help=f"named preset: {', '.join(PRESETS)}")
@@ -277,7 +277,8 @@ def _mb(x) -> str:
 
 def format_report(r: dict) -> str:
     head = (f"{r['target']} ({r['devices']} x {r['device_kind'] or r['platform']}"
-            f"{', ' + r['topology'] if r.get('topology') else ''}{', %d slices' % r['slices'] if r['slices'] > 1 else ''}),"
+            f"{', ' + r['topology'] if r.get('topology') else ''}"
+            f"{', %d slices' % r['slices'] if r['slices'] > 1 else ''}),"
             f" mesh {r['mesh']}, {r['embedding_sharding']} tables: {r['table_rows']:,} rows x {r['embed_dim']} "
             f"({_gib(r['table_bytes'])} with optimizer state), global batch {r['global_batch']:,} "
             f"({r['per_device_batch']:,} per device)")
@@ -292,11 +293,13 @@ def format_report(r: dict) -> str:
     m = r["memory"]
     lines = [head,
              f"  fits: peak {_gib(m.get('peak'))} per device of {_gib(r['device_memory_bytes'])} "
-             f"(arguments {_gib(m.get('argument'))}, temporaries {_gib(m.get('temp'))}); compile {r['compile_s']:.1f} s",
+             f"(arguments {_gib(m.get('argument'))}, temporaries {_gib(m.get('temp'))}); "
+             f"compile {r['compile_s']:.1f} s",
              "  collectives per device and step: " + (", ".join(f"{k} {_mb(v)}" for k, v in r["collectives"].items())
                                                       or "none")]
     if r.get("collectives_cross_slice"):
-        lines.append("  cross-slice (DCN): " + ", ".join(f"{k} {_mb(v)}" for k, v in r["collectives_cross_slice"].items()))
+        cross = r["collectives_cross_slice"]
+        lines.append("  cross-slice (DCN): " + ", ".join(f"{k} {_mb(v)}" for k, v in cross.items()))
     lines.append(f"  total {_mb(r['collective_bytes'])} = {r['collective_bytes_over_bound']:.2f} x the owner-routed "
                  f"bound {_mb(r['owner_routed_bound_bytes'])}")
     if r.get("sparsecore_calls"):

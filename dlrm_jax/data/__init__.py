@@ -1,7 +1,7 @@
 """Data sources: the synthetic generator (default) and prepared Criteo shards (`criteo/`)."""
 from __future__ import annotations
 
-from dlrm_jax.data.base import Batch, DataSource
+from dlrm_jax.data.base import Batch as Batch, DataSource  # Batch: part of the package API
 from dlrm_jax.data.hashing import HashedRows, table_rows_for
 from dlrm_jax.errors import UserError
 

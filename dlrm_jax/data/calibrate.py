@@ -34,9 +34,9 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize
 
+from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE
 from dlrm_jax.data.criteo import manifest as manifest_io
 from dlrm_jax.data.criteo.table_sizes import KAGGLE_TABLE_ROWS
-from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE
 from dlrm_jax.data.world import DenseMarginal, IdLaw, World, curve_rows, distinct_curve, round_sig
 from dlrm_jax.errors import UserError
 from dlrm_jax.run.files import check_writable_file, write_atomic

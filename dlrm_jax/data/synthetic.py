@@ -39,8 +39,8 @@ import numpy as np
 from scipy import optimize, special
 
 from dlrm_jax.data.base import NUM_DENSE, NUM_SPARSE, Batch
-from dlrm_jax.errors import UserError
 from dlrm_jax.data.hashing import fold_ids, table_rows_for
+from dlrm_jax.errors import UserError
 
 TRAIN_STREAM, EVAL_STREAM, CALIBRATION_STREAM = 0, 1, 2
 _U64 = np.uint64

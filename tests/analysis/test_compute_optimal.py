@@ -3,9 +3,15 @@
 import numpy as np
 import pytest
 
-from analysis.compute_optimal import (METHODS, check_isoflop, compute_optimal, envelope_allocation,
-                                      isoflop_allocation, joint_allocation)
 from analysis import fit_additive_power_law
+from analysis.compute_optimal import (
+    METHODS,
+    check_isoflop,
+    compute_optimal,
+    envelope_allocation,
+    isoflop_allocation,
+    joint_allocation,
+)
 from tests.analysis.test_fitting import CHINCHILLA, chinchilla_points
 
 # A known joint law y = E + A / N**alpha + B / D**beta with C = 6 N D.
@@ -163,7 +169,8 @@ def _results(data, sweep="isoflop"):
 
 def test_report_gets_the_section_and_plots(tmp_path):
     import json
-    from analysis import write_report, summary_text
+
+    from analysis import summary_text, write_report
     fits = write_report(_results(synthetic_study(2)), tmp_path, bootstrap=10, holdout=0)
     co = fits["compute_optimal"]
     assert set(co["methods"]) == set(METHODS) and co["agree"] is True
@@ -189,6 +196,7 @@ def test_report_gets_the_section_and_plots(tmp_path):
 
 def test_report_without_isoflop_runs_has_no_section_and_too_few_budgets_is_skipped(tmp_path):
     import pandas as pd
+
     from analysis import write_report
     df = _results(synthetic_study(2))
     plain = df.drop(columns=["train.flop_budget"])

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 from scipy import optimize
 
-from analysis import FitOptions, fit_additive_power_law, fit_power_law
-from analysis import objective
+from analysis import FitOptions, fit_additive_power_law, fit_power_law, objective
 
 CHINCHILLA = Path(__file__).resolve().parents[3] / "shared" / "data" / "chinchilla_epoch_svg_extracted.csv"
 

@@ -7,8 +7,7 @@ which has those fits at hand."""
 import numpy as np
 import pytest
 
-from analysis import FitOptions, fit_power_law
-from analysis import bootstrap as bootstrap_lib
+from analysis import FitOptions, bootstrap as bootstrap_lib, fit_power_law
 from analysis.fitting import check_and_normalise, solve
 from analysis.laws import PowerLawFit
 

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis import fit_power_law
-from analysis import planted as P, planted_terms as T
+from analysis import fit_power_law, planted as P, planted_terms as T
 from analysis.fitting import NO_CONSTANT, FitOptions
 from dlrm_jax.data.synthetic import EVAL_STREAM, SyntheticSource
 from dlrm_jax.data.world import load_world
@@ -42,7 +41,8 @@ def test_imports_without_jax():
     code = ("import sys; sys.modules['jax'] = None; import analysis.planted; "
             "bad = [m for m in sys.modules if m.startswith(('jax', 'flax', 'dlrm_jax')) "
             "and sys.modules[m] is not None and m not in "
-            "('dlrm_jax', 'dlrm_jax.run', 'dlrm_jax.compile', 'dlrm_jax.run.files', 'dlrm_jax.errors', 'dlrm_jax.compile.topologies')]; "
+            "('dlrm_jax', 'dlrm_jax.run', 'dlrm_jax.compile', 'dlrm_jax.run.files', 'dlrm_jax.errors', "
+            "'dlrm_jax.compile.topologies')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 

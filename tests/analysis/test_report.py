@@ -31,7 +31,8 @@ def summary(ne, examples, p_emb, p_dense, fpe, bayes=0.52, status="done"):
 def sweep_rows(bayes=0.52, noise=1e-3, seed=0):
     """Rows like the sweep runner's results.csv: data, embedding_dim and compute schemes."""
     rng = np.random.default_rng(seed)
-    jitter = lambda: 1 + noise * rng.standard_normal()
+    def jitter():
+        return 1 + noise * rng.standard_normal()
     rows = []
     for i, n in enumerate(2 ** np.arange(16, 24)):
         ne = (4.0 * n ** -0.25 + 0.53) * jitter()
@@ -85,7 +86,8 @@ def test_load_results_csv_drops_failed_runs_with_a_warning(tmp_path):
 
 def test_load_results_rebuilds_rows_from_run_dirs(tmp_path):
     sw = tmp_path / "top_mlp"
-    cfg = lambda top: {"seed": 0, "train": {"examples": 1024}, "model": {"top_mlp": top, "embed_dim": 16}}
+    def cfg(top):
+        return {"seed": 0, "train": {"examples": 1024}, "model": {"top_mlp": top, "embed_dim": 16}}
     write_run(sw / "a", cfg([64]), summary(0.8, 1024, 1e5, 1e4, 1e4))
     write_run(sw / "b", cfg([512, 256]), summary(0.7, 1024, 1e5, 2e5, 4e5))
     write_run(sw / "c", cfg([1024]), {"status": "failed", "error": "NaN loss"})
@@ -204,7 +206,8 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
 def test_import_does_not_pull_in_jax_and_module_entry_point(tmp_path):
     # The project modules analysis may use are plain Python: the atomic writer, and the TPU
     # slice names the planner shares with `compile --topology` (with their UserError).
-    allowed = ("dlrm_jax", "dlrm_jax.run", "dlrm_jax.run.files", "dlrm_jax.compile", "dlrm_jax.compile.topologies", "dlrm_jax.errors")
+    allowed = ("dlrm_jax", "dlrm_jax.run", "dlrm_jax.run.files", "dlrm_jax.compile", "dlrm_jax.compile.topologies",
+               "dlrm_jax.errors")
     code = ("import sys, analysis, analysis.cli, analysis.report, analysis.plots, "
             "analysis.plan_cli; "
             "bad = [m for m in sys.modules if m == 'jax' "

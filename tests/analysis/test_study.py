@@ -6,8 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import (compare_schemes, compute_frontier, fit_flags, fit_power_law, gain_per_doubling,
-                      multiplier_for_improvement, resource_for_target)
+from analysis import (
+    compare_schemes,
+    compute_frontier,
+    fit_flags,
+    fit_power_law,
+    gain_per_doubling,
+    multiplier_for_improvement,
+    resource_for_target,
+)
 from analysis.validation import residual_pattern_p
 
 A, B, C = 4.0, 0.25, 0.55
@@ -78,7 +85,8 @@ def test_residual_pattern_test():
     assert residual_pattern_p(alternating, x) > 0.99
     # Against exact enumeration of the orderings of 5 residuals.
     r = np.array([0.5, 1.0, -0.2, -1.0, -0.3])
-    dw = lambda v: (np.diff(v - v.mean()) ** 2).sum()
+    def dw(v):
+        return (np.diff(v - v.mean()) ** 2).sum()
     exact = np.mean([dw(np.array(p)) <= dw(r) * (1 + 1e-12) for p in itertools.permutations(r)])
     assert residual_pattern_p(r, np.arange(5.0)) == pytest.approx(exact, abs=0.01)
     # Repeated runs at one x are averaged first; too few points: nothing to test.
@@ -114,7 +122,8 @@ def test_flags_for_the_learning_onset():
 
 
 def test_flag_gamma_below_bayes(noisy):
-    codes = lambda b: {fl.code for fl in fit_flags(noisy, bayes_ne=b)}
+    def codes(b):
+        return {fl.code for fl in fit_flags(noisy, bayes_ne=b)}
     assert "below_bayes" in codes(noisy.ci["gamma"][1] + 0.01)
     assert "below_bayes" not in codes(noisy.ci["gamma"][0] - 0.01)
     assert "below_bayes" not in codes(None)

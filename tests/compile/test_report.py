@@ -9,10 +9,8 @@ import json
 
 import pytest
 
-from dlrm_jax.compile import report as compile_report
-from dlrm_jax.compile import hlo_collectives
-from dlrm_jax.compile import topologies as tpu_topologies
 from dlrm_jax.cli import main
+from dlrm_jax.compile import hlo_collectives, report as compile_report, topologies as tpu_topologies
 from dlrm_jax.errors import UserError
 
 TINY_ROW = ["--preset", "tiny", "--set", "embedding.sharding=row"]

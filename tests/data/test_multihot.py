@@ -7,12 +7,12 @@ import optax
 import pytest
 
 from dlrm_jax import config as C, embedding as E, step as St
-from dlrm_jax.model import dlrm as M
-from dlrm_jax.parallel import steps as parallel
 from dlrm_jax.data.base import Batch
 from dlrm_jax.data.multihot import MultiHotSource, mlperf_table_chunks
 from dlrm_jax.embedding import bags as bags_lib, placement as PL
 from dlrm_jax.embedding.single_device import SingleDeviceEmbedding
+from dlrm_jax.model import dlrm as M
+from dlrm_jax.parallel import steps as parallel
 
 ROWS = (6, 300) * 13
 SIZES = (3, 1, 2, 4) * 6 + (1, 2)          # K = 62 id columns

@@ -9,9 +9,9 @@ import pytest
 
 from dlrm_jax.cli import main as cli_main
 from dlrm_jax.config import load_config
-from dlrm_jax.data.criteo import format as cf
 from dlrm_jax.data import make_source
 from dlrm_jax.data.calibrate import fit_dense, fit_id_law, world_rows
+from dlrm_jax.data.criteo import format as cf
 from dlrm_jax.data.criteo.prepare import PrepareOptions, prepare
 from dlrm_jax.data.synthetic import EVAL_STREAM, TRAIN_STREAM, SyntheticSource
 from dlrm_jax.data.world import IdLaw, distinct_curve, load_world, world_from_json

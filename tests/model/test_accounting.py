@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from dlrm_jax import config as C, embedding as E, step as S
-from dlrm_jax.model import accounting
-from dlrm_jax.model import dlrm as M
+from dlrm_jax.model import accounting, dlrm as M
 
 
 def _compiled_step(cfg, batch):

@@ -25,14 +25,14 @@ def test_cross_net_equals_the_dcn_v2_formula(rank):
     p = _randomize(net.init(jax.random.PRNGKey(0), x0)["params"])
     out = np.asarray(net.apply({"params": p}, x0))
     x = x0.astype(np.float64)
-    for l in range(layers):
-        bias = np.asarray(p[f"bias_{l}"], np.float64)
+    for layer in range(layers):
+        bias = np.asarray(p[f"bias_{layer}"], np.float64)
         if rank:
-            V, W = np.asarray(p[f"v_{l}"], np.float64).T, np.asarray(p[f"w_{l}"], np.float64).T  # r x N, N x r
+            V, W = np.asarray(p[f"v_{layer}"], np.float64).T, np.asarray(p[f"w_{layer}"], np.float64).T  # r x N, N x r
             assert V.shape == (rank, n) and W.shape == (n, rank)
             inner = np.stack([W @ (V @ xb) for xb in x]) + bias
         else:
-            W = np.asarray(p[f"w_{l}"], np.float64).T
+            W = np.asarray(p[f"w_{layer}"], np.float64).T
             inner = np.stack([W @ xb for xb in x]) + bias
         x = x0 * inner + x
     np.testing.assert_allclose(out, x, rtol=2e-5, atol=2e-5)

@@ -27,7 +27,8 @@ def test_pairwise_dots_gradient_equals_autodiff_of_the_plain_formula():
     def plain(t):
         return jnp.einsum("bid,bjd->bij", t, t)[:, li, lj]
 
-    loss = lambda f: lambda t: jnp.sum(jnp.sin(f(t)) * w)
+    def loss(f):
+        return lambda t: jnp.sum(jnp.sin(f(t)) * w)
     np.testing.assert_allclose(dot.pairwise_dots(t), plain(t), rtol=1e-6)
     np.testing.assert_allclose(jax.grad(loss(dot.pairwise_dots))(t), jax.grad(loss(plain))(t), rtol=1e-5, atol=1e-6)
     # The gradient is also right inside jit and vmap (custom_vjp rules compose).

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from dlrm_jax import config as C
-from dlrm_jax.run import checkpoint
 from dlrm_jax.cli import main
 from dlrm_jax.errors import UserError
+from dlrm_jax.run import checkpoint
 from dlrm_jax.train import train
 
 # 32 steps of 256; a checkpoint every 8 steps, the last two (24, 32) kept; evals at 16 and 32.
@@ -220,9 +220,9 @@ def test_sweep_records_a_point_that_fell_back_as_resumed_not_failed(reference, t
 @pytest.fixture(scope="module")
 def state_and_layout():
     from dlrm_jax import embedding as emb_lib, step as step_lib
+    from dlrm_jax.data import make_source
     from dlrm_jax.model import dlrm as model_lib
     from dlrm_jax.parallel import steps as parallel
-    from dlrm_jax.data import make_source
     cfg = _cfg()
     source = make_source(cfg)
     layout = emb_lib.layout_for(source.table_sizes, cfg.model.embed_dim)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dlrm_jax.run import rundir
 from dlrm_jax.config import load_config
+from dlrm_jax.run import rundir
 from dlrm_jax.run.preemption import PREEMPTED_EXIT
 from tests.run.test_resume import METRICS, _checkpoints, _events
 
@@ -196,6 +196,7 @@ def test_two_trainers_on_one_new_directory_the_loser_writes_nothing(tmp_path):
 def test_a_run_that_finishes_while_another_waits_for_the_lock_keeps_its_summary(tmp_path, reference, monkeypatch):
     """The second trainer read the directory before the first finished; it must read it again once locked."""
     import shutil
+
     from dlrm_jax import train as train_lib
     run = tmp_path / "run"
     shutil.copytree(reference, run)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+
 from tests.run.test_resume import _checkpoints, _events, _kill_when
 
 METRICS = ("eval_ne", "eval_logloss", "eval_auc", "eval_calibration", "train_examples", "train_flops",
@@ -13,8 +14,10 @@ METRICS = ("eval_ne", "eval_logloss", "eval_auc", "eval_calibration", "train_exa
 @pytest.mark.parametrize("interaction", ["dcn", "wukong"])
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, interaction):
     def cmd(out):
-        return [sys.executable, "-m", "dlrm_jax", "train", "--preset", "tiny", "--set", f"model.interaction={interaction}",
-                "--set", "train.examples=2**13", "--set", "eval.examples=2**11", "--set", "checkpoint.every_examples=1024",
+        return [sys.executable, "-m", "dlrm_jax", "train", "--preset", "tiny",
+                "--set", f"model.interaction={interaction}",
+                "--set", "train.examples=2**13", "--set", "eval.examples=2**11",
+                "--set", "checkpoint.every_examples=1024",
                 "--set", "model.dcn_rank=8", "--out", str(out), "--no-progress"]
 
     ref, run = tmp_path / "ref", tmp_path / "killed"

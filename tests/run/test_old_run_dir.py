@@ -36,7 +36,8 @@ def test_run_dir_of_the_previous_layout_resumes_to_the_same_result(tmp_path):
     for k, v in OLD_SUMMARY.items():
         assert abs(summary[k] - v) <= 1e-6 * abs(v), (k, summary[k], v)
     got = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    want = [json.loads(x) for x in (FIXTURE.parent / "run_15b98ca_uninterrupted_metrics.jsonl").read_text().splitlines()]
+    uninterrupted = FIXTURE.parent / "run_15b98ca_uninterrupted_metrics.jsonl"
+    want = [json.loads(x) for x in uninterrupted.read_text().splitlines()]
     assert len(got) == len(want)
     for g, w in zip(_without_wall(got), _without_wall(want)):
         assert g.keys() == w.keys()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.runner import parse_shard, plan, run_sweep
 from sweeps import load_sweep
+from sweeps.runner import parse_shard, plan, run_sweep
 
 TINY = ["--preset", "tiny", "--set", "train.examples=2**15", "--set", "checkpoint.every_examples=2048",
         "--set", "train.eval_every_examples=16384"]
@@ -89,7 +89,8 @@ def test_sweep_killed_midway_ends_with_every_point_once(tmp_path):
     rows = _results(out)
     assert sorted(r["run"] for r in rows) == ["examples-1024", "examples-2048", "examples-4096"]
     assert all(r["status"] == "done" and r["sweep"] == "three" for r in rows)
-    assert [int(r["train.examples"]) for r in sorted(rows, key=lambda r: int(r["train_examples"]))] == [1024, 2048, 4096]
+    by_examples = sorted(rows, key=lambda r: int(r["train_examples"]))
+    assert [int(r["train.examples"]) for r in by_examples] == [1024, 2048, 4096]
     assert "1 already done" in done.stdout or "2 already done" in done.stdout
 
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from dlrm_jax.model.accounting import account
 from dlrm_jax.config import load_config
 from dlrm_jax.errors import UserError
+from dlrm_jax.model.accounting import account
 from sweeps import load_sweep
 from sweeps.isoflop import PATHS, isoflop_points
 from sweeps.runner import plan, run_sweep

@@ -16,6 +16,7 @@ import numpy as np
 
 from dlrm_jax.errors import UserError
 from dlrm_jax.run.files import write_atomic
+
 from . import format as cf
 
 FORMAT = "dlrm-scaling/criteo-shards"

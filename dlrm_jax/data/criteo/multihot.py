@@ -32,6 +32,7 @@ import numpy as np
 from dlrm_jax.data.multihot import CHUNK_ROWS, mlperf_table_chunks
 from dlrm_jax.errors import UserError
 from dlrm_jax.run.files import check_writable_dir, commit_temp, write_atomic
+
 from . import manifest as manifest_io
 from .table_sizes import MLPERF_DCNV2_MULTI_HOT
 

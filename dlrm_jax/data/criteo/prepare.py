@@ -36,15 +36,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from dlrm_jax.errors import UserError
-from . import format as cf
-from . import manifest as manifest_io
+
+from . import format as cf, manifest as manifest_io
 from .io import StreamError, count_lines, is_gzip
 from .manifest import FORMAT, FORMAT_VERSION, write_json
-from .splits import parse_split
-from .source_pass import PROGRESS, run_task, SourcePass, Task
 from .options import DEFAULT_HASH_ROWS, PrepareOptions
+from .source_pass import PROGRESS, SourcePass, Task, run_task
+from .splits import parse_split
 from .vocab import Vocab, merge_counts
-
 
 
 # ---------------------------------------------------------------------------

@@ -27,9 +27,10 @@ from typing import Iterator
 import numpy as np
 
 from dlrm_jax.errors import UserError
-from . import manifest as manifest_io
+
 from ..base import NUM_DENSE, NUM_SPARSE, Batch
 from ..prefetch import prefetch
+from . import manifest as manifest_io
 
 
 class _Split:

@@ -17,8 +17,8 @@ import numpy as np
 
 from dlrm_jax.errors import UserError
 from dlrm_jax.run.files import atomic_write
-from . import format as cf
-from . import manifest as manifest_io
+
+from . import format as cf, manifest as manifest_io
 from .io import Block, BlockReader, StreamError, parallel_map
 from .manifest import write_json
 from .options import PrepareOptions

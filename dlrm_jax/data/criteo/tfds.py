@@ -29,6 +29,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from dlrm_jax.errors import UserError
+
 from . import format as cf
 from .io import BlockReader, StreamError, count_lines
 from .options import DEFAULT_HASH_ROWS

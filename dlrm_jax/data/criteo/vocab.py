@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from dlrm_jax.run.files import atomic_write
+
 from .format import CAT_NAMES, NUM_SPARSE
 
 MISSING_ID, RARE_ID, FIRST_ID = 0, 1, 2

@@ -84,7 +84,7 @@ def test_exact_shards_hash_mode(tmp_path):
 
 
 def test_float16_and_raw_transform(tmp_path):
-    lines = write_source(tmp_path / "a.tsv", 50, 2, extra=[(3, EDGE)])
+    write_source(tmp_path / "a.tsv", 50, 2, extra=[(3, EDGE)])
     m = prepare([tmp_path / "a.tsv"], tmp_path / "o", PrepareOptions(
         dense_transform="none", dense_dtype="float16", hash_rows=(100,) * 26))
     got = read_split(tmp_path / "o", m, "all")

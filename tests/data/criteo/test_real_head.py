@@ -14,7 +14,6 @@ from dlrm_jax.data.criteo.prepare import PrepareOptions, prepare
 from dlrm_jax.data.criteo.source import CriteoSource
 
 
-
 @pytest.fixture(scope="module")
 def head(shared_data) -> Path:
     path = shared_data / "criteo_kaggle_train_head9999.tsv"

@@ -4,8 +4,6 @@ import json
 import socket
 from pathlib import Path
 
-import pytest
-
 SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
 
 

@@ -6,8 +6,8 @@ import threading
 import numpy as np
 import pytest
 
-from dlrm_jax.data.criteo import format as cf
 from dlrm_jax.data.base import Batch
+from dlrm_jax.data.criteo import format as cf
 from dlrm_jax.data.criteo.prepare import PrepareOptions, prepare
 from dlrm_jax.data.criteo.source import CriteoSource
 from dlrm_jax.errors import UserError

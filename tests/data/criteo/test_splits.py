@@ -1,7 +1,6 @@
 """Split conventions, checked against the reference algorithms line by line,
 then end to end through criteo-prepare on generated files."""
 import gzip
-import json
 
 import numpy as np
 import pytest
@@ -141,7 +140,8 @@ def test_terabyte_end_to_end_with_gzip_days(tmp_path):
         p.write_bytes(gzip.compress(text) if d % 3 == 0 else text)
         srcs.append(p)
     m, got = _prepare_and_read(tmp_path, sorted(srcs), "terabyte")
-    ident = lambda s: np.rint(np.expm1(got[s][1][:, 0].astype(np.float64))).astype(int)
+    def ident(s):
+        return np.rint(np.expm1(got[s][1][:, 0].astype(np.float64))).astype(int)
     assert ident("train").tolist() == [1000 * d + i for d in range(23) for i in range(5 + d)]
     assert ident("val").tolist() == [23000 + i for i in range(14)]      # 28 rows: 14 + 14
     assert ident("test").tolist() == [23000 + i for i in range(14, 28)]

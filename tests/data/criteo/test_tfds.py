@@ -6,8 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from dlrm_jax.data.criteo import format as cf
-from dlrm_jax.data.criteo import tfds as tfds_criteo
+from dlrm_jax.data.criteo import format as cf, tfds as tfds_criteo
 from dlrm_jax.data.criteo.prepare import PrepareOptions, prepare
 from dlrm_jax.errors import UserError
 
