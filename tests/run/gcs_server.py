@@ -7,14 +7,13 @@ nothing behind.  It honours create-only (`ifGenerationMatch=0`) and
 stale-generation uploads (the lease relies on both) but not preconditions on
 delete (lease.py works around that).
 
-Fixtures: `gcs_server` (the session's server, its environment set) and
-`gcs_bucket` (a fresh `gs://` bucket per test).  Without the wrapper, the gcs
+Fixtures: `gcs_server` (the session's server, its environment set for one test)
+and `gcs_bucket` (a fresh `gs://` bucket per test).  Without the wrapper, the gcs
 extra or a binary that runs here, every test using them skips with the reason.
 """
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import time
@@ -103,22 +102,24 @@ def start() -> GcsServer:
 
 
 @pytest.fixture(scope="session")
-def gcs_server():
-    from dlrm_jax.run import storage
+def gcs_process():
+    """The session's emulator process (one per test worker), stopped at the session's end."""
     server = start()
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gcs_server(gcs_process, monkeypatch):
+    """The emulator, with its environment set for this test only: set for the whole session,
+    the subprocesses of every later test in the worker would see it too (TensorStore then
+    talks of its test token on stderr, which tests of one-line errors count)."""
+    from dlrm_jax.run import storage
+    for key, value in gcs_process.env.items():
+        monkeypatch.setenv(key, value)
     storage.reset()  # a client made before would not know the emulator
-    try:
-        yield server
-    finally:
-        server.stop()
-        storage.reset()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    yield gcs_process
+    storage.reset()
 
 
 @pytest.fixture
