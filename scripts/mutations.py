@@ -309,6 +309,20 @@ MUTATIONS = [
              " + memory[\"temp\"] + memory[\"generated_code\"]", " + memory[\"temp\"]",
              "the peak counts the program's generated code (resident in device memory)",
              ("tests/compile/test_report.py::test_peak_memory_is_the_one_formula",)),
+    # -- the step-time estimate (issue 23) --------------------------------------------
+    Mutation("estimate-all-reduce-one-way", "dlrm_jax/compile/estimate.py",
+             "        return 2 * spread * nbytes / ici", "        return spread * nbytes / ici",
+             "a ring all-reduce sends and receives about twice its array",
+             ("tests/compile/test_estimate.py::test_v5p_128_by_hand",)),
+    Mutation("estimate-bisection-ignored", "dlrm_jax/compile/estimate.py",
+             "        return max(spread * nbytes / ici, bisection)", "        return spread * nbytes / ici",
+             "an all-to-all on a torus is bounded by its bisection",
+             ("tests/compile/test_estimate.py::test_v5p_128_by_hand",)),
+    Mutation("estimate-high-is-the-max", "dlrm_jax/compile/estimate.py",
+             "low, high = max(compute, memory, collective), compute + memory + collective",
+             "low, high = max(compute, memory, collective), max(compute, memory, collective)",
+             "without overlap the step takes the sum of its parts",
+             ("tests/compile/test_estimate.py::test_v5p_128_by_hand",)),
 ]
 
 

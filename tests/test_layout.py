@@ -31,7 +31,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("dlrm_jax", "dlrm_jax.errors", "dlrm_jax.overrides", "dlrm_jax.schedule", "dlrm_jax.metrics",
               "dlrm_jax.run", "dlrm_jax.run.files", "dlrm_jax.run.chrono", "dlrm_jax.run.preemption",
               "dlrm_jax.compile", "dlrm_jax.compile.topologies", "dlrm_jax.compile.cache",
-              "dlrm_jax.compile.memory", "dlrm_jax.compile.hlo_collectives", "dlrm_jax.compile.sparsecore",
+              "dlrm_jax.compile.memory", "dlrm_jax.compile.estimate",
+              "dlrm_jax.compile.hlo_collectives", "dlrm_jax.compile.sparsecore",
               "dlrm_jax.parallel", "dlrm_jax.parallel.host_memory",
               "dlrm_jax.data.base", "dlrm_jax.data.prefetch", "dlrm_jax.data.criteo.table_sizes")),
     ("analysis", ("analysis",)),                  # JAX-free: only the base layer below it

@@ -220,7 +220,14 @@ def compile_report(cfg, devices, target=None) -> dict:
     total = sum(coll["within_slice"].values()) + sum(coll["cross_slice"].values())
     report["collective_bytes"] = total
     report["collective_bytes_over_bound"] = total / bound
-    report["flops_xla"] = _flops(compiled)
+    report["flops_xla"], report["bytes_accessed_xla"] = _cost(compiled)
+    if target is not None:   # a TPU slice: the chip's published figures give a step-time estimate
+        from dlrm_jax.compile.estimate import estimate
+        report["estimate"] = estimate(
+            generation=target.generation, topology=target.topology, devices=n,
+            devices_per_chip=target.devices_per_chip, global_batch=b, flops=report["flops_xla"],
+            bytes_accessed=report["bytes_accessed_xla"], collectives=coll["within_slice"],
+            cross_slice=coll["cross_slice"])
     report.update(sparsecore_compile.sparsecore_ops(hlo))  # 0 calls on CPU and on TPUs without SparseCores
     if cfg.embedding.backend == "sparsecore":   # the library's stacking and sharding, as a checkpoint records it
         report["layout"] = par.layout
@@ -235,11 +242,14 @@ def _shard_bytes(x) -> int:
     return int(np.prod(shape)) * x.dtype.itemsize
 
 
-def _flops(compiled) -> float | None:
+def _cost(compiled) -> tuple[float | None, float | None]:
+    """XLA's FLOPs and bytes accessed of one step per device (None where the backend gives none)."""
     cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else None
-    return float(cost["flops"]) if cost and "flops" in cost else None
+    cost = cost or {}
+    flops, accessed = cost.get("flops"), cost.get("bytes accessed")
+    return (float(flops) if flops is not None else None, float(accessed) if accessed is not None else None)
 
 
 def _is_oom(err: Exception) -> bool:
@@ -309,4 +319,7 @@ def format_report(r: dict) -> str:
     fx = r.get("flops_xla")
     lines.append(f"  FLOPs per device and step: XLA {fx / 1e9:,.2f} G, analytic {r['flops_analytic'] / 1e9:,.2f} G"
                  if fx else f"  FLOPs per device and step: analytic {r['flops_analytic'] / 1e9:,.2f} G")
+    if r.get("estimate"):
+        from dlrm_jax.compile.estimate import format_estimate
+        lines.append(format_estimate(r["estimate"]))
     return "\n".join(lines)

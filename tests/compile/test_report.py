@@ -74,6 +74,9 @@ def test_tpu_slice_compiles_and_a_model_too_large_does_not_fit():
     r = compile_report.compile_report(cfg, devices, target=s)
     assert r["fits"] and r["platform"] == "tpu" and r["memory"]["argument"] > r["table_bytes"] / 4
     assert set(r["collectives"]) <= {"all-to-all", "all-reduce"}
+    e = r["estimate"]                     # the chip's published figures: compute, memory and collective parts
+    assert e["available"] and min(e["compute_s"], e["memory_s"], e["collective_s"]) > 0
+    assert e["step_s_low"] <= e["step_s_high"] and "ESTIMATE" in compile_report.format_report(r)
     # ... four times as many rows (~82 GB) do not: an answer with the numbers, not a crash.
     big = cfg.replace(**{"synthetic.cardinalities": (80_000_000,) * 4 + (10,) * 22})
     r = compile_report.compile_report(big, devices, target=s)
