@@ -323,6 +323,10 @@ MUTATIONS = [
              "low, high = max(compute, memory, collective), max(compute, memory, collective)",
              "without overlap the step takes the sum of its parts",
              ("tests/compile/test_estimate.py::test_v5p_128_by_hand",)),
+    Mutation("plan-hours-in-minutes", "analysis/wallclock.py",
+             "        return c / (chips * rate) / 3600", "        return c / (chips * rate) / 60",
+             "plan --topology gives the FLOPs' hours on the slice's chips",
+             ("tests/analysis/test_planner.py::test_plan_on_a_slice_gives_hours_and_chip_hours",)),
 ]
 
 

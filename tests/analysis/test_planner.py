@@ -193,3 +193,31 @@ def test_compute_grid_study_is_used_when_there_are_no_isoflop_runs(tmp_path):
     q = plan_for_flops(load_study(demo, bootstrap=0), 1e15)
     assert q.n_dense[0] == pytest.approx(2e5 / 10, rel=0.02)
     assert any("a smaller model always wins" in w for w in q.warnings)
+
+
+def test_plan_on_a_slice_gives_hours_and_chip_hours(tmp_path, capsys):
+    import json
+    import re
+    d = write_study(tmp_path)
+    assert plan_cli.main([str(d), "--flops", "2e14", "--bootstrap", "0", "--topology", "v5p-128"]) == 0
+    out = capsys.readouterr().out
+    # at the chip's peak: 2e14 FLOPs over 64 chips x 459 TFLOP/s
+    hours = float(re.search(r"  ([0-9.e+-]+) hours, ([0-9.e+-]+) chip-hours", out).group(1))
+    assert "ESTIMATE on v5p-128 (64 chips)" in out and "lower bound" in out
+    assert hours == pytest.approx(2e14 / (64 * 459e12) / 3600, rel=1e-2)
+    # at a compile report's estimated rate: per-chip model FLOPs of a step over the step's time
+    report = {"target": "v5p-128", "fits": True, "flops_analytic": 1e12,
+              "estimate": {"available": True, "step_s_high": 0.01, "step_s_low": 0.005}}
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"target": "v6e-8"}) + "\n" + json.dumps(report) + "\n")
+    assert plan_cli.main([str(d), "--flops", "2e14", "--bootstrap", "0", "--topology", "v5p-128",
+                          "--compile-report", str(f)]) == 0
+    m = re.search(r"  ([0-9.e+-]+) hours \(best ([0-9.e+-]+)\), ([0-9.e+-]+) chip-hours", capsys.readouterr().out)
+    assert float(m.group(1)) == pytest.approx(2e14 / (64 * 1e12 / 0.01) / 3600, rel=1e-2)
+    assert float(m.group(2)) == pytest.approx(float(m.group(1)) / 2, rel=1e-2)
+    assert float(m.group(3)) == pytest.approx(64 * float(m.group(1)), rel=1e-2)
+    # a report of another slice, or one without --topology: one line, exit 2
+    assert plan_cli.main([str(d), "--flops", "2e14", "--topology", "v6e-16", "--compile-report", str(f)]) == 2
+    assert "no report for --topology v6e-16" in capsys.readouterr().err
+    assert plan_cli.main([str(d), "--flops", "2e14", "--compile-report", str(f)]) == 2
+    assert "needs --topology" in capsys.readouterr().err
