@@ -327,6 +327,11 @@ MUTATIONS = [
              "        return c / (chips * rate) / 3600", "        return c / (chips * rate) / 60",
              "plan --topology gives the FLOPs' hours on the slice's chips",
              ("tests/analysis/test_planner.py::test_plan_on_a_slice_gives_hours_and_chip_hours",)),
+    Mutation("sparsecore-offloads-by-op-name", "dlrm_jax/compile/sparsecore.py",
+             'offloads[next((o for o in OFFLOADS if call["name"].startswith(o)), "other")] += 1',
+             'offloads[next((o for o in OFFLOADS if o in name), "other")] += 1',
+             "libtpu's own SparseCore calls are told apart by the instruction's name, not the op name",
+             ("tests/embedding/test_sparsecore.py::test_sparsecore_ops_reads_calls_from_compiled_hlo",)),
 ]
 
 

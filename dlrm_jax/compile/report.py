@@ -316,6 +316,9 @@ def format_report(r: dict) -> str:
         lines.append(f"  SparseCore calls per step: {r['sparsecore_calls']} (jax-tpu-embedding lookups and updates: "
                      f"{r['sparsecore_library_calls']}; inside: "
                      + ", ".join(f"{k} {v}" for k, v in r["sparsecore_custom_calls"].items()) + ")")
+        if r.get("sparsecore_offloads"):
+            lines.append("  libtpu's own SparseCore calls (offloaded from the TensorCore program): "
+                         + ", ".join(f"{k} {v}" for k, v in sorted(r["sparsecore_offloads"].items())))
     fx = r.get("flops_xla")
     lines.append(f"  FLOPs per device and step: XLA {fx / 1e9:,.2f} G, analytic {r['flops_analytic'] / 1e9:,.2f} G"
                  if fx else f"  FLOPs per device and step: analytic {r['flops_analytic'] / 1e9:,.2f} G")

@@ -157,15 +157,24 @@ def test_sparsecore_ops_reads_calls_from_compiled_hlo():
         call.format(i=2, op="tpu_sparse_dense_matmul_grad/sparse_dense_matmul_optimizer_grad_primitive"),
         call.format(i=3, op="tpu_sparse_dense_matmul_grad/sparse_dense_matmul_optimizer_grad_primitive"),
         '  %custom-call.4.call-start = (s32[8]) call-start(%p), async_execution_thread="sparsecore", to_apply=%c.4',
+        '  %gather_offload_custom_fusion.25.cloned.1.call-start = ((f32[64,8], s32[16]), f32[16,8], u32[]) '
+        'call-start(%a, %b), async_execution_thread="sparsecore", to_apply=%c.18, '
+        'metadata={op_name="jit(train_step)/shard_map/while/body/jit(_take)/gather" stack_frame_id=221}',
+        '  %scatter_offload_async_start.3 = (s32[64]) call-start(%a), async_execution_thread="sparsecore", '
+        'to_apply=%c.9',
+        '  %copy.242.cloned.1.call-start = ((s32[64]), s32[64], u32[]) call-start(%p), '
+        'async_execution_thread="sparsecore", to_apply=%c.12',
         '  %x = f32[8]{0} call-start(%p), async_execution_thread="main", to_apply=%c.5',
         '  %g = f32[4096,16] custom-call(%a, %b), custom_call_target="SparseGather", backend_config={}',
         '  %t = f32[16] custom-call(%a), custom_call_target="AllToAllDynamic"',
         '  %o = f32[16] custom-call(%a), custom_call_target="Sharding"',
     ])
     ops = sparsecore_ops(hlo)
-    assert ops["sparsecore_calls"] == 4 and ops["sparsecore_library_calls"] == 3
+    assert ops["sparsecore_calls"] == 7 and ops["sparsecore_library_calls"] == 3
     assert ops["sparsecore_calls_by_op"] == {"tpu_sparse_dense_matmul": 1, "tpu_sparse_dense_matmul_grad": 2,
-                                             "other": 1}
+                                             "other": 4}
+    # libtpu's own calls, by what it offloaded onto the SparseCores
+    assert ops["sparsecore_offloads"] == {"other": 1, "gather": 1, "scatter": 1, "copy": 1}
     assert ops["sparsecore_custom_calls"] == {"AllToAllDynamic": 1, "SparseGather": 1}
 
 
