@@ -5,8 +5,8 @@
 `train`, `bench`, `compile` (TensorCore and SparseCore steps alike) all start
 here, so the step they time or compile is the step that trains (as MaxText's
 `train_compile.py` reuses its trainer's step builder).  Nothing is allocated:
-`Parallel.init` creates the state, and `Built.step_inputs()` gives the abstract
-batch to compile the step for devices that cannot run it (a TPU slice described
+`Parallel.init` creates the state, and `Built.lower()` lowers the step for the
+backend's abstract batch, to compile it for devices that cannot run it (a TPU slice described
 by libtpu on a CPU host).  A mesh or placement that cannot work raises
 UserError here, before anything is compiled.
 """
@@ -44,14 +44,10 @@ class Built:
         from dlrm_jax.parallel.mesh import AXES
         return dict(self.par.mesh.shape) if self.par.mesh is not None else dict.fromkeys(AXES, 1)
 
-    def step_inputs(self) -> tuple:
-        """ShapeDtypeStructs (with the batch's shardings) of (dense, ids, labels) for `train_step`:
-        the backend's own batch ([B, F] ids, [B, K] bags, SparseCore's CSR input)."""
-        return tuple(self.par.abstract_batch)
-
     def lower(self):
-        """The train step lowered for `step_inputs()` (compile it with `.compile()`)."""
-        return self.par.train_step.lower(self.par.abstract_state, *self.step_inputs())
+        """The train step lowered for the backend's abstract batch ([B, F] ids, [B, K] bags,
+        SparseCore's CSR input); compile it with `.compile()`."""
+        return self.par.train_step.lower(self.par.abstract_state, *self.par.abstract_batch)
 
 
 def build(cfg: config_lib.Config, devices=None, source: DataSource | None = None) -> Built:

@@ -107,8 +107,8 @@ def estimate(*, generation: str, topology: str, devices: int, devices_per_chip: 
     memory = bytes_accessed / (chip.hbm_bytes_per_s * per_device)
     collective = sum(by_kind.values())
     low, high = max(compute, memory, collective), compute + memory + collective
-    per_chip_batch = global_batch / (devices / devices_per_chip)
     chips = devices / devices_per_chip
+    per_chip_batch = global_batch / chips
     return {"estimate": True, "available": True, "source": SOURCE,
             "compute_s": compute, "memory_s": memory, "collective_s": collective,
             "collective_s_by_kind": by_kind, "step_s_low": low, "step_s_high": high,

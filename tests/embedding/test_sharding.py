@@ -14,9 +14,9 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from dlrm_jax import config as C, embedding as E, step as St
-from dlrm_jax.bench import memory_per_device
 from dlrm_jax.cli import main
 from dlrm_jax.compile import hlo_collectives
+from dlrm_jax.compile.memory import memory_per_device
 from dlrm_jax.embedding import placement as PL, sharded
 from dlrm_jax.errors import UserError
 from dlrm_jax.model import dlrm as M
