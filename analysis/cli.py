@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.render import summary_text
     from analysis.report import write_report  # keeps --help fast
     from analysis.results import AxisError
+    from dlrm_jax.run import storage
     from dlrm_jax.run.files import check_writable_dir
 
     args, code = parse(_parser(), argv, PROG)
@@ -102,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             if not sep or not scheme or not column:
                 raise ValueError(f"--axis takes SCHEME=COLUMN, got {a!r}")
             axes[scheme] = column
-        check_writable_dir(args.out, "--out")   # before the fits, not after them
+        if storage.is_remote(args.out):          # a bad bucket is one line before the fits
+            storage.makedirs(args.out)
+        else:
+            check_writable_dir(args.out, "--out")   # before the fits, not after them
         fits = write_report(args.path, args.out, bootstrap=args.bootstrap, seed=args.seed,
                             holdout=args.holdout, huber_delta=args.huber_delta, level=args.level,
                             axes=axes or None, targets=args.target)

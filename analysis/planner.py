@@ -37,7 +37,6 @@ import json
 import math
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -47,6 +46,7 @@ from analysis.capacity import PlanError, parse_bytes, topology_memory  # noqa: F
 from analysis.compute_optimal import BUDGET_COLUMN, isoflop_runs
 from analysis.laws import AdditivePowerLawFit, fit_additive_power_law
 from analysis.results import ResultsWarning, load_results
+from dlrm_jax.run import storage
 
 EXTRAPOLATION_WARN = 100.0      # warn beyond this factor outside the measured FLOPs
 NUM_TABLES = 26                 # Criteo's categorical features (dlrm_jax.data.base.NUM_SPARSE)
@@ -179,8 +179,11 @@ def _path(runs: pd.DataFrame) -> Path1D:
 
 
 def load_study(path, *, bootstrap: int = 200, seed: int = 0, level: float = 0.95) -> Study:
-    p = Path(path)
-    if not p.exists():
+    try:
+        p = storage.path(path)  # a gs:// study: a bad bucket is one line
+    except ValueError as e:
+        raise PlanError(str(e)) from None
+    if not storage.exists(p):
         raise PlanError(f"study {p} does not exist (give a sweep directory, a directory of sweeps or a "
                         "results.csv)")
     try:
@@ -236,11 +239,11 @@ def _cheapest(runs: pd.DataFrame, which: str) -> tuple[float, str, float] | None
     return float(ne.min()), str(best["run"]), float(best["train_flops"])
 
 
-def _config_embed_dim(study: Path, ref) -> float | None:
-    base = study.parent if study.is_file() else study
+def _config_embed_dim(study, ref) -> float | None:
+    base = study.parent if storage.is_file(study) else study
     for run_dir in (base / str(ref["run"]), base / str(ref.get("sweep", "")) / str(ref["run"])):
         try:
-            return float(json.loads((run_dir / "config.json").read_text())["model"]["embed_dim"])
+            return float(json.loads(storage.read_text(run_dir / "config.json"))["model"]["embed_dim"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return None

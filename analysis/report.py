@@ -8,12 +8,15 @@ This module fits and assembles; `render.py` turns the fits into text.
 The report states every choice needed to redo the analysis (form, loss, delta,
 optimiser, starts, bootstrap, holdout, which runs, how parameters and FLOPs were
 counted) next to the numbers, and the flags a careful reader should see first.
-Every file is written to a temporary name and renamed into place.
+Every file is written to a temporary name and renamed into place.  A report for a
+bucket (`out_dir` gs://...) is made in a local temporary directory and uploaded
+file by file, report.md last (a single-object write is atomic on GCS).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from datetime import datetime, timezone
@@ -56,6 +59,7 @@ from analysis.validation import (
     MIN_SPAN,
     PATTERN_P,
 )
+from dlrm_jax.run import storage
 from dlrm_jax.run.files import write_atomic
 
 FORMAT = "dlrm-scaling-fits/1"
@@ -73,6 +77,10 @@ def write_report(path_or_df, out_dir, *, bootstrap: int = 200, seed: int = 0, ho
     NE values to invert (default: 1% below the best NE measured).
     Returns the fits.json content. Raises ValueError when no scheme can be fitted.
     """
+    if storage.is_remote(out_dir):
+        return _write_report_to_bucket(path_or_df, out_dir, dict(
+            bootstrap=bootstrap, seed=seed, holdout=holdout, huber_delta=huber_delta, level=level,
+            axes=axes, improvement=improvement, targets=targets))
     df, source, left_out = _load(path_or_df)
     check_axes(df, axes)            # before any fit: a wrong --axis is one line, not a KeyError
     if isinstance(bootstrap, bool) or int(bootstrap) != bootstrap or bootstrap < 0:
@@ -153,6 +161,18 @@ def write_report(path_or_df, out_dir, *, bootstrap: int = 200, seed: int = 0, ho
     return fits
 
 
+def _write_report_to_bucket(path_or_df, out_dir, options: dict) -> dict:
+    """write_report into gs://: matplotlib and the atomic writes need a local directory."""
+    import tempfile
+    storage.makedirs(out_dir)  # the bucket is checked before the fits
+    with tempfile.TemporaryDirectory(prefix="dlrm-report.") as tmp:
+        fits = write_report(path_or_df, tmp, **options)
+        for name in sorted(os.listdir(tmp), key=lambda n: (n == "report.md", n)):  # report.md last
+            with open(os.path.join(tmp, name), "rb") as f:
+                storage.write_atomic(f"{os.fspath(out_dir).rstrip('/')}/{name}", f.read())
+    return fits
+
+
 # -- inputs ------------------------------------------------------------------------
 
 def _load(path_or_df):
@@ -163,7 +183,8 @@ def _load(path_or_df):
             raise ValueError("write_report: no finished runs in the DataFrame")
         return df, "DataFrame", left
     df = load_results(path_or_df)          # warns about the runs it leaves out
-    return df, str(Path(path_or_df)), list(df.attrs.get("left_out", []))
+    source = os.fspath(path_or_df) if storage.is_remote(path_or_df) else str(Path(path_or_df))
+    return df, source, list(df.attrs.get("left_out", []))
 
 
 def _method(options, bootstrap, seed, level, holdout, axes, improvement) -> dict:

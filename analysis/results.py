@@ -13,16 +13,21 @@ directory per point (`config.json`, `summary.json` written last, `metrics.jsonl`
 
 Only finished runs are kept; failed and unfinished ones are left out with one warning
 that names them, so a half-finished sweep can be analysed without hiding that it is.
+
+Any of these may be on a bucket (`gs://bucket/sweep`): every read goes through
+dlrm_jax.run.storage (JAX-free; local paths are plain pathlib there).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from dlrm_jax.run import storage
 
 # Summary fields that are numbers (docs/DESIGN.md section 4.3, the run directory).
 NUMERIC_FIELDS = (
@@ -123,16 +128,16 @@ def load_results(path) -> pd.DataFrame:
     Adds `params_total` = params_embedding + params_dense. Raises FileNotFoundError for
     a missing path and ValueError when nothing usable is found.
     """
-    p = Path(path)
-    if not p.exists():
+    p = storage.path(path)  # a bad bucket: UserError (a ValueError), one line
+    if not storage.exists(p):
         raise FileNotFoundError(f"load_results: {p} does not exist")
     left_out: list[str] = []
-    if p.is_file():
+    if storage.is_file(p):
         df = _read_csv(p, default_sweep=p.parent.name or "results")
     elif _is_sweep_dir(p):
         df = _read_sweep_dir(p, left_out)
     else:
-        subs = sorted(d for d in p.iterdir() if d.is_dir() and _is_sweep_dir(d))
+        subs = [d for d in _children(p) if storage.is_dir(d) and _is_sweep_dir(d)]
         if not subs:
             raise ValueError(f"load_results: {p} has no results.csv, run directories or sweep directories")
         df = pd.concat([_read_sweep_dir(d, left_out) for d in subs], ignore_index=True)
@@ -163,17 +168,22 @@ def finished_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return df.reset_index(drop=True), left_out
 
 
-def _is_run_dir(d: Path) -> bool:
-    return any((d / f).exists() for f in ("summary.json", "config.json", "metrics.jsonl"))
+def _children(d):
+    """The entries of directory `d`, sorted by name (pathlib or epath paths)."""
+    return [d / name for name in storage.listdir(d)]
 
 
-def _is_sweep_dir(d: Path) -> bool:
-    return (d / "results.csv").is_file() or any(c.is_dir() and _is_run_dir(c) for c in d.iterdir())
+def _is_run_dir(d) -> bool:
+    return any(storage.exists(d / f) for f in ("summary.json", "config.json", "metrics.jsonl"))
 
 
-def _read_csv(path: Path, default_sweep: str) -> pd.DataFrame:
+def _is_sweep_dir(d) -> bool:
+    return storage.is_file(d / "results.csv") or any(storage.is_dir(c) and _is_run_dir(c) for c in _children(d))
+
+
+def _read_csv(path, default_sweep: str) -> pd.DataFrame:
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(io.BytesIO(storage.read_bytes(path)) if storage.is_remote(path) else path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ValueError(f"load_results: cannot read {path} as CSV ({e})") from None
     if "sweep" not in df.columns:
@@ -183,25 +193,25 @@ def _read_csv(path: Path, default_sweep: str) -> pd.DataFrame:
     return df
 
 
-def _read_sweep_dir(d: Path, left_out: list[str]) -> pd.DataFrame:
+def _read_sweep_dir(d, left_out: list[str]) -> pd.DataFrame:
     """results.csv if present, else rows rebuilt from run directories."""
-    run_dirs = sorted(c for c in d.iterdir() if c.is_dir() and _is_run_dir(c))
-    unfinished = [c.name for c in run_dirs if not (c / "summary.json").exists()]
-    if (d / "results.csv").is_file():
+    run_dirs = [c for c in _children(d) if storage.is_dir(c) and _is_run_dir(c)]
+    unfinished = [c.name for c in run_dirs if not storage.exists(c / "summary.json")]
+    if storage.is_file(d / "results.csv"):
         df = _read_csv(d / "results.csv", default_sweep=d.name)
         listed = set(df["run"].astype(str))
         # Runs still in progress are not in results.csv; name them so nobody is surprised.
         left_out += [f"{d.name}/{r} (unfinished: no summary.json)" for r in unfinished if r not in listed]
         return df
     left_out += [f"{d.name}/{r} (unfinished: no summary.json)" for r in unfinished]
-    rows = [_row_from_run_dir(c, d.name) for c in run_dirs if (c / "summary.json").exists()]
+    rows = [_row_from_run_dir(c, d.name) for c in run_dirs if storage.exists(c / "summary.json")]
     return pd.DataFrame(rows)
 
 
-def _row_from_run_dir(run: Path, sweep: str) -> dict:
+def _row_from_run_dir(run, sweep: str) -> dict:
     try:
-        summary = json.loads((run / "summary.json").read_text())
-        config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+        summary = json.loads(storage.read_text(run / "summary.json"))
+        config = json.loads(storage.read_text(run / "config.json")) if storage.exists(run / "config.json") else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"load_results: {run} has an unreadable JSON file ({e})") from None
     row = {"run": run.name, "sweep": sweep}

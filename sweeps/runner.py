@@ -14,6 +14,13 @@
 * `results.csv` is rebuilt from the run directories after every run and
   written atomically, so a sweep killed at any moment and rerun ends with
   every point exactly once.
+* `--out gs://bucket/sweep` (dlrm_jax/run/storage.py): the same files on a
+  bucket.  Shards on several machines rebuild results.csv from every run
+  directory with a generation-conditioned write (`storage.rewrite`): a shard
+  whose rebuild is older than the object rebuilds again, so no shard's row is
+  lost to another's stale write.  A run's train.log is spooled to a local
+  file while it runs (GCS has no append) and uploaded when it ends, after the
+  log of earlier attempts.
 """
 from __future__ import annotations
 
@@ -29,8 +36,7 @@ from typing import Any, Sequence
 
 from dlrm_jax.config import Config, diff as config_diff, from_dict, load_config
 from dlrm_jax.errors import UserError
-from dlrm_jax.run import preemption
-from dlrm_jax.run.files import write_atomic
+from dlrm_jax.run import preemption, storage
 from dlrm_jax.run.rundir import read_json, read_summary
 from sweeps import Sweep, load_sweep
 
@@ -119,7 +125,7 @@ def run_sweep(sweep_name: str, out: str | Path, preset: str | None = None, overr
               workers: int = 1, shard: str | None = None, dry_run: bool = False, log=print) -> list[dict]:
     """Run (or print) the sweep's points of this shard; return the results rows."""
     sweep = load_sweep(sweep_name)
-    out = Path(out)
+    out = storage.path(out)  # pathlib.Path, or epath.Path on gs:// (bucket checked now)
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     i, n = parse_shard(shard)
@@ -130,7 +136,7 @@ def run_sweep(sweep_name: str, out: str | Path, preset: str | None = None, overr
             log(shlex.join(p.command))
         return []
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        storage.makedirs(out)
     except OSError as err:
         raise UserError(f"cannot create the sweep directory --out {out}: {err.strerror or err}")
     todo = [p for p in mine if not is_done(p)]
@@ -167,11 +173,11 @@ def run_sweep(sweep_name: str, out: str | Path, preset: str | None = None, overr
                 break
             while todo and len(running) < workers and not watch.requested_now():
                 p = todo.pop(0)
-                p.run_dir.mkdir(parents=True, exist_ok=True)
-                err = open(p.run_dir / "train.log", "a")  # the run's own stderr, kept for post-mortems
+                storage.makedirs(p.run_dir)
+                err = RunLog(p.run_dir / "train.log")  # the run's own stderr, kept for post-mortems
                 # Their own session: a Ctrl-C on the terminal reaches the sweep only, which
                 # passes it on once, as SIGTERM (a second SIGINT would skip the child's save).
-                running.append((p, subprocess.Popen(p.command, stdout=subprocess.DEVNULL, stderr=err,
+                running.append((p, subprocess.Popen(p.command, stdout=subprocess.DEVNULL, stderr=err.file,
                                                     env=_child_env(), start_new_session=True),
                                 time.time(), err))
             if watch.requested_now() and not forwarded:
@@ -189,9 +195,9 @@ def run_sweep(sweep_name: str, out: str | Path, preset: str | None = None, overr
                     if proc.returncode in (preemption.PREEMPTED_EXIT, -signal.SIGTERM):
                         unfinished.append(p.name)
                         log(f"[{finished}/{len(mine)}] {p.name}: preempted, unfinished "
-                            f"({time.time() - t0:.0f} s; {_last_line(p.run_dir / 'train.log')})")
+                            f"({time.time() - t0:.0f} s; {err.last})")
                         continue
-                    startup_errors[p.name] = f"exit {proc.returncode}: {_last_line(p.run_dir / 'train.log')}"
+                    startup_errors[p.name] = f"exit {proc.returncode}: {err.last}"
                 finished += 1
                 log(f"[{finished}/{len(mine)}] {p.name}: {_outcome(p, startup_errors)} "
                     f"({time.time() - t0:.0f} s)")
@@ -236,6 +242,37 @@ def _set_aside_note(run_dir: Path) -> str:
     return f" ({resumed}; unreadable checkpoints set aside: {', '.join(e['moved_to'] for e in events)})"
 
 
+class RunLog:
+    """A run's train.log, opened for the trainer's stderr.  Locally the file itself in
+    append mode (reruns add to it); on gs:// a local spool file, uploaded by `close`
+    after the object's earlier content (the log of earlier attempts)."""
+
+    def __init__(self, path):
+        self.path = path
+        if storage.is_remote(path):
+            import tempfile
+            fd, name = tempfile.mkstemp(prefix="dlrm-train-log.", suffix=".log")
+            self.local, self.file = Path(name), os.fdopen(fd, "a")
+        else:
+            self.local, self.file = Path(path), open(path, "a")
+
+    def close(self) -> None:
+        if self.file.closed:
+            return
+        self.file.close()
+        self.last = _last_line(self.local)  # for the sweep's log line (the spool goes now)
+        if not storage.is_remote(self.path):
+            return
+        try:
+            try:
+                before = storage.read_bytes(self.path)
+            except FileNotFoundError:
+                before = b""
+            storage.write_atomic(self.path, before + self.local.read_bytes())
+        finally:
+            self.local.unlink(missing_ok=True)
+
+
 def _last_line(path: Path) -> str:
     try:
         lines = [x for x in path.read_text().splitlines() if x.strip()]
@@ -265,18 +302,25 @@ def _flat_values(values: dict) -> dict:
 
 def write_results(sweep: Sweep, points: list[Point], out: Path,
                   startup_errors: dict[str, str] | None = None) -> list[dict]:
-    """Rebuild results.csv from the run directories; atomic (temp file, rename)."""
-    import csv
-    import io
-    rows = results_rows(sweep, points, startup_errors)
-    columns: list[str] = ["run", "sweep", "status"]
-    for r in rows:
-        columns += [k for k in r if k not in columns]
-    columns = [c for c in columns if c != "error"] + ["error"]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns)
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
-    write_atomic(out / "results.csv", buf.getvalue())
-    return rows
+    """Rebuild results.csv from the run directories; atomic (temp file, rename; on gs://
+    one object write, rebuilt again if another shard wrote it meanwhile)."""
+    built: list[list[dict]] = []
+
+    def build() -> str:
+        import csv
+        import io
+        rows = results_rows(sweep, points, startup_errors)
+        built[:] = [rows]
+        columns: list[str] = ["run", "sweep", "status"]
+        for r in rows:
+            columns += [k for k in r if k not in columns]
+        columns = [c for c in columns if c != "error"] + ["error"]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=columns)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+        return buf.getvalue()
+
+    storage.rewrite(out / "results.csv", build)
+    return built[0]

@@ -32,6 +32,9 @@ import pytest  # noqa: E402
 
 from dlrm_jax.compile.cache import ENV, enable_compilation_cache  # noqa: E402
 
+# The gs:// emulator's fixtures (tests/run/gcs_server.py), for every package's bucket tests.
+from tests.run.gcs_server import gcs_bucket, gcs_process, gcs_server  # noqa: E402, F401
+
 
 def pytest_configure(config):
     """A compilation cache per test worker, shared with the CLI subprocesses it starts.

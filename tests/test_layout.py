@@ -29,7 +29,8 @@ MAX_LINES = 450
 # upward load of the tree: a plug-in table, as big_vision finds a model by name.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("dlrm_jax", "dlrm_jax.errors", "dlrm_jax.overrides", "dlrm_jax.schedule", "dlrm_jax.metrics",
-              "dlrm_jax.run", "dlrm_jax.run.files", "dlrm_jax.run.chrono", "dlrm_jax.run.preemption",
+              "dlrm_jax.run", "dlrm_jax.run.files", "dlrm_jax.run.storage", "dlrm_jax.run.chrono",
+              "dlrm_jax.run.preemption",
               "dlrm_jax.compile", "dlrm_jax.compile.topologies", "dlrm_jax.compile.cache",
               "dlrm_jax.compile.memory", "dlrm_jax.compile.estimate",
               "dlrm_jax.compile.hlo_collectives", "dlrm_jax.compile.sparsecore",
@@ -39,7 +40,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data", ("dlrm_jax.data",)),
     ("declarations", ("dlrm_jax.embedding.support", "dlrm_jax.model.interactions$")),
     ("config", ("dlrm_jax.config",)),
-    ("run directory", ("dlrm_jax.run.rundir", "dlrm_jax.run.storage", "dlrm_jax.run.lease")),
+    ("run directory", ("dlrm_jax.run.rundir", "dlrm_jax.run.lease")),
     ("model", ("dlrm_jax.model",)),
     ("devices", ("dlrm_jax.parallel.mesh", "dlrm_jax.parallel.distributed")),
     ("embedding", ("dlrm_jax.embedding",)),

@@ -33,7 +33,7 @@ import fnmatch
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from dlrm_jax.errors import UserError
 from dlrm_jax.run import files
@@ -138,7 +138,7 @@ def check_bucket(name: str) -> None:
     try:
         client().get_bucket(name, timeout=BUCKET_TIMEOUT_S, retry=None)
     except gexc.NotFound:
-        raise UserError(f"gs://{name}: no such bucket (create it, or fix the --out path)") from None
+        raise UserError(f"gs://{name}: no such bucket (create it, or fix the path)") from None
     except gexc.Forbidden:
         raise UserError(f"gs://{name}: permission denied (403) for these credentials") from None
     except gexc.GoogleAPICallError as err:
@@ -209,12 +209,94 @@ def write_atomic(p: Any, data: str | bytes) -> None:
     fs.pipe_file(key, data.encode() if isinstance(data, str) else data)  # one object write
 
 
+def create_only(p: Any, data: str | bytes) -> bool:
+    """Write the file only if there is none; False (nothing written) if there was one.
+
+    On gs:// one upload with `ifGenerationMatch=0`: of several racing writers exactly
+    one creates it.  Locally `O_CREAT | O_EXCL` (a temp file linked into place, so
+    readers never see it half written)."""
+    data = data.encode() if isinstance(data, str) else data
+    if not is_remote(p):
+        return _create_local(Path(p), data)
+    from google.api_core.exceptions import PreconditionFailed
+    try:
+        _blob(p).upload_from_string(data, if_generation_match=0, timeout=BUCKET_TIMEOUT_S)
+    except PreconditionFailed:
+        return False
+    return True
+
+
+def rewrite(p: Any, build: Callable[[], str | bytes], tries: int = 20) -> None:
+    """Replace the file with `build()`, where several processes rebuild it from the same
+    sources (results.csv from the run directories of every shard of a sweep).
+
+    Locally `write_atomic(p, build())`, as before.  On gs:// the object's generation is
+    read before `build` and the write is conditional on it (`ifGenerationMatch`): a
+    writer that rebuilt from an older view of the sources than the object already has
+    gets 412 and builds again, so the last write always saw every source written
+    before it (no shard's row lost to another shard's stale rebuild)."""
+    if not is_remote(p):
+        write_atomic(p, build())
+        return
+    import random
+    import time
+
+    from google.api_core.exceptions import PreconditionFailed
+    blob = _blob(p)
+    for attempt in range(tries):
+        current = blob.bucket.get_blob(blob.name, timeout=BUCKET_TIMEOUT_S)
+        data = build()
+        data = data.encode() if isinstance(data, str) else data
+        try:
+            blob.upload_from_string(data, if_generation_match=current.generation if current else 0,
+                                    timeout=BUCKET_TIMEOUT_S)
+            return
+        except PreconditionFailed:
+            # Another writer came between our read and our write: rebuild from what is there
+            # now.  Jittered, and at least GCS's ~1 s between writes of one object name.
+            time.sleep(1.0 + random.random())
+    raise OSError(f"{os.fspath(p)}: rewritten by other processes {tries} times in a row while "
+                  f"this one rebuilt it; rerun to rebuild it")
+
+
+def _create_local(p: Path, data: bytes) -> bool:
+    import tempfile
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, p)  # fails if `p` exists: the one creator
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+    return True
+
+
+def _blob(p: Any):
+    """The google-cloud-storage blob of a gs:// path (conditional writes), bucket checked."""
+    text = os.fspath(p)
+    _libraries(text)
+    name = bucket(text)
+    check_bucket(name)
+    return client().bucket(name).blob(text[len(SCHEME) + len(name) + 1:])
+
+
 def exists(p: Any) -> bool:
     """A file, or a directory (on gs://: any object under the prefix)."""
     if not is_remote(p):
         return Path(p).exists()
     fs, key = _fs(p)
     return fs.exists(key)
+
+
+def is_file(p: Any) -> bool:
+    if not is_remote(p):
+        return Path(p).is_file()
+    fs, key = _fs(p)
+    return fs.isfile(key)
 
 
 def is_dir(p: Any) -> bool:

@@ -81,7 +81,7 @@ def test_a_missing_bucket_exits_2_in_seconds_with_one_line(gcs_server, tmp_path)
                          cwd=tmp_path, check=False)
     assert out.returncode == 2 and time.monotonic() - start < 60
     assert out.stderr.strip().splitlines() == [
-        "dlrm-scaling train: error: gs://no-such-bucket-zz: no such bucket (create it, or fix the --out path)"]
+        "dlrm-scaling train: error: gs://no-such-bucket-zz: no such bucket (create it, or fix the path)"]
     assert os.listdir(tmp_path) == []  # nothing written, not even a local ./gs: directory
 
 
@@ -109,3 +109,4 @@ def test_a_damaged_gs_checkpoint_is_set_aside_and_the_run_falls_back(gcs_bucket,
 
 def _checkpoint_dirs(run: str) -> list[str]:
     return storage.listdir(f"{run}/checkpoints")
+

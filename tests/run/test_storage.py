@@ -117,6 +117,49 @@ def test_a_failed_local_write_keeps_the_old_file(tmp_path):
     assert target.read_text() == "old\n" and sorted(os.listdir(tmp_path)) == ["summary.json"]
 
 
+def test_create_only_has_one_winner_of_eight(root):
+    """config.json's write on a bucket: of racing creators exactly one writes, the file is its."""
+    storage.makedirs(root)
+    target = _join(root, "config.json")
+    barrier, won = threading.Barrier(8), []
+
+    def create(i):
+        barrier.wait()
+        if storage.create_only(target, f"writer {i}\n"):
+            won.append(i)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and storage.read_text(target) == f"writer {won[0]}\n"
+    assert not storage.create_only(target, "late\n") and storage.listdir(root) == ["config.json"]
+
+
+def test_a_stale_rebuild_on_a_bucket_is_rebuilt_not_written(gcs_bucket):
+    """results.csv of two shards: A lists the run dirs, B adds a row and rewrites the file,
+    then A writes.  A's write is refused (412) and A rebuilds, so B's row survives."""
+    sources, target = f"{gcs_bucket}/s", f"{gcs_bucket}/s/results.csv"
+    storage.write_atomic(f"{sources}/a.row", "a\n")
+    storage.write_atomic(target, "a\n")
+    calls = []
+
+    def rows() -> str:
+        return "".join(storage.read_text(f"{sources}/{n}") for n in storage.glob(sources, "*.row"))
+
+    def build_a() -> str:
+        seen = rows()  # before B's row
+        calls.append(seen)
+        if len(calls) == 1:  # shard B finishes its point and rewrites meanwhile
+            storage.write_atomic(f"{sources}/b.row", "b\n")
+            storage.rewrite(target, rows)
+        return seen
+
+    storage.rewrite(target, build_a)
+    assert calls == ["a\n", "a\nb\n"] and storage.read_text(target) == "a\nb\n"
+
+
 # --------------------------------------------------------------------------- bad buckets
 
 def test_a_missing_bucket_is_one_line_in_seconds(gcs_server):
