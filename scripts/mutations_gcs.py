@@ -76,4 +76,9 @@ ENTRIES = [
              "    p = storage.path(path)  # a bad bucket", "    p = __import__('pathlib').Path(path)  # a bad bucket",
              "analyze and plan read a study on a bucket",
              ("tests/sweeps/test_gcs_sweep.py::test_plan_reads_a_study_on_a_bucket",)),
+    ("rundir-gs-config-overwritten", "dlrm_jax/run/rundir.py",
+             "        if not storage.is_remote(run_dir):\n            write_json_atomic(path, cfg.to_dict())",
+             "        if True:\n            write_json_atomic(path, cfg.to_dict())",
+             "two trainers never clobber a gs:// run's config.json (created only if absent)",
+             ("tests/run/test_gcs_train.py::test_config_json_on_a_bucket_is_created_once",)),
 ]

@@ -218,11 +218,28 @@ RUN_DIR_EXTRAS = (".gitkeep", "train.log", ".lock")
 
 
 def write_config(run_dir: Path, cfg) -> None:
-    """config.json of a new run: the resolved config (re-running it reproduces the run)."""
+    """config.json of a new run: the resolved config (re-running it reproduces the run).
+
+    On a bucket it is created only if absent (`ifGenerationMatch=0`), besides the lease:
+    a trainer whose lease was taken over between its check and this write (frozen past
+    its ttl) must not replace the config of the run that took over.  The same config
+    already there is that run resumed as this one would; another one is exit 2."""
+    path = run_dir / "config.json"
     try:
-        write_json_atomic(run_dir / "config.json", cfg.to_dict())
+        if not storage.is_remote(run_dir):
+            write_json_atomic(path, cfg.to_dict())
+            return
+        if storage.create_only(path, json.dumps(_jsonable(cfg.to_dict()), indent=2) + "\n"):
+            return
     except OSError as err:
         raise UserError(f"cannot write the run directory --out {run_dir}: {err.strerror or err}")
+    try:
+        changed = config_lib.diff(config_lib.from_dict(read_json(path)), cfg)
+    except (UserError, ValueError) as err:
+        changed = [f"unreadable: {_short(err)}"]
+    if changed:
+        raise UserError(f"{path} was written by another trainer meanwhile, with a different config "
+                        f"({', '.join(changed)}); use a new --out")
 
 
 def lock(run_dir: Path) -> None:

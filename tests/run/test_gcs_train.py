@@ -110,3 +110,23 @@ def test_a_damaged_gs_checkpoint_is_set_aside_and_the_run_falls_back(gcs_bucket,
 def _checkpoint_dirs(run: str) -> list[str]:
     return storage.listdir(f"{run}/checkpoints")
 
+
+def test_config_json_on_a_bucket_is_created_once(gcs_bucket, tmp_path):
+    """A trainer that lost its lease before writing config.json cannot replace the new holder's."""
+    import pytest
+
+    from dlrm_jax.config import load_config
+    from dlrm_jax.errors import UserError
+    from dlrm_jax.run import rundir
+    run = storage.path(f"{gcs_bucket}/r")
+    mine, other = load_config("tiny", []), load_config("tiny", ["model.embed_dim=4"])
+    rundir.write_config(run, other)  # the trainer that took the run over wrote first
+    first = storage.read_text(f"{gcs_bucket}/r/config.json")
+    with pytest.raises(UserError, match=r"r/config.json was written by another trainer meanwhile, with a "
+                                        r"different config \(model.embed_dim\); use a new --out"):
+        rundir.write_config(run, mine)
+    rundir.write_config(run, other)  # the same config: that run, resumed; nothing to refuse
+    assert storage.read_text(f"{gcs_bucket}/r/config.json") == first
+    rundir.write_config(tmp_path, other)
+    assert (tmp_path / "config.json").read_text() == first  # the same bytes as a local run's
+    assert rundir.check(run, other) is True
