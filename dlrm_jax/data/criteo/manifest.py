@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dlrm_jax.errors import UserError
+from dlrm_jax.run import storage
 from dlrm_jax.run.files import write_atomic
 
 from . import format as cf
@@ -150,12 +151,12 @@ def build(opts, plan, infos: list[dict], results: dict, records: dict,
 
 
 def load(data_dir: str | os.PathLike) -> dict:
-    """The manifest of a finished preparation (UserError otherwise)."""
-    path = Path(data_dir) / "manifest.json"
-    if not path.is_file():
+    """The manifest of a finished preparation (UserError otherwise); DATA_DIR may be gs://."""
+    path = storage.path(data_dir) / "manifest.json"  # a bad bucket: one line now
+    if not storage.is_file(path):
         raise UserError(f"{data_dir}: no manifest.json; prepare it with "
                         f"`dlrm-scaling data criteo-prepare --src ... --out {data_dir}`")
-    m = json.loads(path.read_text())
+    m = json.loads(storage.read_text(path))
     if m.get("format") != FORMAT or m.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} manifest")
     if m.get("status") != "complete":
@@ -165,5 +166,9 @@ def load(data_dir: str | os.PathLike) -> dict:
 
 
 def shard_files(data_dir: str | os.PathLike, split: str, shard: dict) -> dict[str, Path]:
+    """The shard's column files: Paths, or gs:// strings for a bucket."""
+    if storage.is_remote(data_dir):
+        base = f"{os.fspath(data_dir).rstrip('/')}/{split}/{shard['name']}"
+        return {c: f"{base}.{c}.npy" for c in COLUMNS}
     base = Path(data_dir) / split / shard["name"]
     return {c: base.with_name(f"{shard['name']}.{c}.npy") for c in COLUMNS}

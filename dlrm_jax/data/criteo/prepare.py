@@ -23,19 +23,29 @@ only drops temp files.  `--on-bad-row skip` drops bad rows and counts them per
 reason in the manifest.  Empty files and truncated/corrupt gzip always stop.
 Temp files carry the writer's pid, and workers stop when their main process
 is gone, so a killed `--workers N` run cannot race its rerun.
+
+`--out gs://bucket/data`: the preparation runs in a local staging directory
+(`--staging`, default under the temp dir, one per --out) and each finished
+unit's shards are uploaded, then deleted locally, so the local disk holds
+about one unit; manifest.json is uploaded last (readers trust only a complete
+manifest: it is the commit).  A killed run rerun with the same staging
+directory resumes; shards finished but not yet uploaded are uploaded then.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 from dlrm_jax.errors import UserError
+from dlrm_jax.run import storage
 
 from . import format as cf, manifest as manifest_io
 from .io import StreamError, count_lines, is_gzip
@@ -141,18 +151,22 @@ def _cleanup(out: Path, fresh: bool) -> None:
 def prepare(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
             opts: PrepareOptions = PrepareOptions(), *, workers: int = 1,
             threads: int | None = None, on_unit_done: Callable[[dict], None] | None = None,
-            log: Callable[[str], None] | None = None) -> dict:
+            log: Callable[[str], None] | None = None, staging: str | os.PathLike | None = None) -> dict:
     """Prepare (or resume preparing) `out` from `sources`; returns the manifest.
 
     `workers` processes work on different sources; each runs `threads` parse
     threads (default: the CPUs shared out).  `on_unit_done(record)` is called
     after each finished unit of either pass (record["pass"] is "count" or
-    "write"; per source when workers > 1).
+    "write"; per source when workers > 1).  `staging`: the local directory of a
+    gs:// `out` (see the module docstring).
     """
     log = log or (lambda msg: None)
     opts.check()
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
+    if storage.is_remote(out):
+        return _prepare_to_bucket(sources, os.fspath(out).rstrip("/"), opts, staging, workers=workers,
+                                  threads=threads, on_unit_done=on_unit_done, log=log)
     threads = threads or max(1, min(4, (os.cpu_count() or 1) // workers))
     spec = parse_split(opts.split)
     displays = spec.order_sources([str(s) for s in sources])
@@ -218,6 +232,53 @@ def prepare(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
         raise
 
 
+def _prepare_to_bucket(sources, out: str, opts: PrepareOptions, staging, **kw) -> dict:
+    storage.path(out)  # a missing bucket or a 403: one line, before anything is written
+    staging = Path(staging) if staging is not None else \
+        Path(tempfile.gettempdir()) / "dlrm-criteo-prepare" / hashlib.sha1(out.encode()).hexdigest()[:16]
+    remote_manifest = f"{out}/manifest.json"
+    fresh = not storage.listdir(out)  # nothing there yet: a failure removes what this run uploaded
+    if not fresh and not staging.exists():
+        if not storage.is_file(remote_manifest):
+            raise UserError(f"--out {out} holds no manifest.json and {staging} no staged preparation to "
+                            f"resume; refusing to write there (use a new --out, or the --staging of the run "
+                            f"that wrote it)")
+        staging.mkdir(parents=True)  # compared to these options and sources as a local one would be
+        (staging / "manifest.json").write_bytes(storage.read_bytes(remote_manifest))
+    log, user_done = kw.pop("log"), kw.pop("on_unit_done")
+
+    def unit_done(rec: dict) -> None:
+        _upload_staged(staging, out)
+        if user_done is not None:
+            user_done(rec)
+
+    try:
+        manifest = prepare(sources, staging, opts, on_unit_done=unit_done, log=log, **kw)
+        _upload_staged(staging, out, vocab=True)  # what a killed run staged but did not upload
+        storage.write_atomic(remote_manifest, (staging / "manifest.json").read_bytes())  # last: the commit
+    except UserError:
+        if fresh:
+            storage.rmtree(out)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(staging)
+    log(f"criteo-prepare: uploaded to {out}")
+    return manifest
+
+
+def _upload_staged(staging: Path, out: str, vocab: bool = False) -> None:
+    """Upload every finished shard file in `staging` and delete it there (a file still there
+    is one not yet uploaded).  The vocabulary stays until the end: later passes read it."""
+    for d in sorted(p for p in staging.iterdir() if p.is_dir() and p.name != PROGRESS):
+        if d.name == "vocab" and not vocab:
+            continue
+        for f in sorted(d.iterdir()):
+            if ".tmp" in f.name or f.name == "done":
+                continue
+            storage.write_atomic(f"{out}/{d.name}/{f.name}", f.read_bytes())
+            f.unlink()
+
+
 # ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------
@@ -245,7 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "+ manifest.json; resumable.")
     ap.add_argument("--src", nargs="+", required=True, metavar="FILE",
                     help="train.txt or day_0 .. day_23 (plain or .gz)")
-    ap.add_argument("--out", required=True, metavar="DATA_DIR")
+    ap.add_argument("--out", required=True, metavar="DATA_DIR", help="a directory, or gs://BUCKET/PATH")
+    ap.add_argument("--staging", default=None, metavar="DIR",
+                    help="with a gs:// --out: the local directory shards pass through (default: one per "
+                         "--out under the temp dir; rerun with the same one to resume)")
     ap.add_argument("--split", default="none",
                     help="kaggle-dlrm | terabyte | terabyte-dlrm | random:F1,F2,F3:SEED | "
                          "head:N | none (default)")
@@ -276,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               rows_per_shard=a.rows_per_shard, on_bad_row=a.on_bad_row,
                               **({"hash_rows": a.hash_rows} if a.hash_rows else {}))
         prepare(a.src, a.out, opts, workers=a.workers, threads=a.threads,
-                log=None if a.quiet else (lambda m: print(m, flush=True)))
+                log=None if a.quiet else (lambda m: print(m, flush=True)), staging=a.staging)
         return 0
     except UserError as e:
         print(str(e), file=sys.stderr)

@@ -16,9 +16,18 @@ Multi-host: each host reads only its contiguous slice of every global batch.
 A background thread keeps `prefetch` batches ready.  Shapes: dense float32
 [B, 13], sparse int32 [B, 26], labels float32 [B].  Batches may be read-only
 views of the memory-mapped shards (copy before writing into them).
+
+On a bucket (`criteo:gs://bucket/data`) nothing is memory-mapped: each `.npy`
+header is read once, then every read is byte ranges of the rows asked for, all
+columns and shards of one read in flight together (`storage.read_ranges`), so
+a host reads only its own rows.  With `shuffle_window` > 0 every host would
+read each whole window and keep its slice: on a bucket, with several hosts,
+that is refused (host-count times the bytes); one host reads each window once.
 """
 from __future__ import annotations
 
+import io
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -27,17 +36,55 @@ from typing import Iterator
 import numpy as np
 
 from dlrm_jax.errors import UserError
+from dlrm_jax.run import storage
 
 from ..base import NUM_DENSE, NUM_SPARSE, Batch
 from ..prefetch import prefetch
 from . import manifest as manifest_io
 
 
+class _RemoteNpy:
+    """One `.npy` file on a bucket: its header read once, then rows by byte range."""
+
+    HEAD = 4096  # np.save headers are ~128 bytes; a longer one is read again in full
+
+    def __init__(self, path: str):
+        head = storage.read_ranges([path], [0], [self.HEAD])[0]
+        try:
+            version = np.lib.format.read_magic(io.BytesIO(head))
+            size = 2 if version == (1, 0) else 4  # the header length field
+            self.offset = 8 + size + int.from_bytes(head[8:8 + size], "little")
+            if self.offset > len(head):
+                head = storage.read_ranges([path], [0], [self.offset])[0]
+            f = io.BytesIO(head[:self.offset])
+            np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, self.dtype = read(f)
+        except ValueError as err:
+            raise UserError(f"{path}: not a .npy file ({err})") from None
+        if fortran:
+            raise UserError(f"{path}: Fortran-ordered .npy; prepare the data again")
+        self.path, self.shape = path, shape
+        self.row_bytes = self.dtype.itemsize * math.prod(shape[1:])
+
+    def span(self, a: int, b: int) -> tuple[int, int]:
+        """The byte range of rows [a, b)."""
+        return self.offset + a * self.row_bytes, self.offset + b * self.row_bytes
+
+    def rows(self, data: bytes, a: int, b: int) -> np.ndarray:
+        if len(data) != (b - a) * self.row_bytes:
+            raise UserError(f"{self.path}: {len(data)} bytes where rows [{a}, {b}) should be; "
+                            f"the shard is shorter than its header says")
+        return np.frombuffer(data, self.dtype).reshape((b - a, *self.shape[1:]))
+
+
 class _Split:
-    """One split's shards, memory-mapped lazily; rows in stored order."""
+    """One split's shards, memory-mapped lazily (on a bucket: headers read lazily); rows
+    in stored order."""
 
     def __init__(self, data_dir, name: str, manifest: dict):
         self.dir, self.name = data_dir, name
+        self.remote = storage.is_remote(data_dir)
         self.shards = manifest["splits"][name]["shards"]
         self.starts = np.concatenate([[0], np.cumsum([s["rows"] for s in self.shards])])
         self.rows = int(self.starts[-1])
@@ -48,22 +95,37 @@ class _Split:
         with self._lock:
             if i not in self._maps:
                 files = manifest_io.shard_files(self.dir, self.name, self.shards[i])
-                self._maps[i] = {c: np.load(p, mmap_mode="r") for c, p in files.items()}
+                self._maps[i] = ({c: _RemoteNpy(p) for c, p in files.items()} if self.remote
+                                 else {c: np.load(p, mmap_mode="r") for c, p in files.items()})
             return self._maps[i]
+
+    def _read_remote(self, segments: list[tuple[int, int, int]]) -> list[tuple]:
+        """(dense, sparse, labels) of each (shard, a, b): one ranged read per column and shard."""
+        cols = [(self._shard(i)[c], a, b) for i, a, b in segments for c in manifest_io.COLUMNS]
+        spans = [col.span(a, b) for col, a, b in cols]
+        data = storage.read_ranges([col.path for col, _, _ in cols], [s for s, _ in spans], [e for _, e in spans])
+        arrays = [col.rows(d, a, b) for (col, a, b), d in zip(cols, data)]
+        return [tuple(arrays[k:k + 3]) for k in range(0, len(arrays), 3)]
 
     def read(self, lo: int, hi: int) -> Batch:
         """Rows [lo, hi) in stored order, converted to the Batch dtypes."""
         if lo >= hi:
             return Batch(np.zeros((0, NUM_DENSE), np.float32),
                          np.zeros((0, NUM_SPARSE), np.int32), np.zeros(0, np.float32))
-        parts = []
+        segments = []
         i = int(np.searchsorted(self.starts, lo, side="right")) - 1
         while lo < hi:
-            s = self._shard(i)
             a, b = lo - self.starts[i], min(hi, self.starts[i + 1]) - self.starts[i]
-            parts.append((s["dense"][a:b], s["sparse"][a:b], s["labels"][a:b]))
+            segments.append((i, int(a), int(b)))
             lo += b - a
             i += 1
+        if self.remote:
+            parts = self._read_remote(segments)
+        else:
+            parts = []
+            for i, a, b in segments:
+                s = self._shard(i)
+                parts.append((s["dense"][a:b], s["sparse"][a:b], s["labels"][a:b]))
         if len(parts) == 1:     # within one shard: read-only views of the mapping, no copy
             d, s, y = parts[0]
             return Batch(np.asarray(d if d.dtype == np.float32 else d.astype(np.float32)),
@@ -175,6 +237,11 @@ class CriteoSource:
         if host_count < 1 or not 0 <= host_index < host_count or batch_size % host_count:
             raise UserError(f"train_batches: batch_size={batch_size} must split evenly over "
                             f"host_count={host_count} (host_index={host_index})")
+        if self._train.remote and self.shuffle_window and host_count > 1:
+            raise UserError(f"data.shuffle_window={self.shuffle_window} with data on a bucket "
+                            f"({self.data_dir}) and {host_count} hosts: each host would read every "
+                            f"whole window ({host_count}x the bytes); use data.shuffle_window=0, "
+                            f"where each host reads only its rows")
         it = self._batches(batch_size, start, stop, host_index, host_count)
         return it if self.prefetch == 0 else prefetch(it, self.prefetch, name="criteo-prefetch")
 
