@@ -44,3 +44,27 @@ def test_two_processes_match_one(tmp_path, monkeypatch):
     assert [x["step"] for x in lines] == [json.loads(x)["step"] for x in
                                           (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["16", "8"]
+
+
+@pytest.mark.slow  # two two-process runs: ~2 minutes on the 2-core VM
+def test_two_processes_into_a_bucket_match_two_processes_locally(tmp_path, monkeypatch, gcs_bucket):
+    """scripts/launch_local.py with --out gs://: each process's checkpoint shards, process 0's
+    metrics, summary and lease on the bucket; the same results as the local two-process run."""
+    from dlrm_jax.run import storage
+    monkeypatch.setenv("DLRM_SCALING_COMPILE_CACHE", str(tmp_path / "cache"))
+    sets = [x for a in ARGS for x in ("--set", a)]
+    runs = {"local": str(tmp_path / "two"), "gs": f"{gcs_bucket}/two"}
+    for where, out in runs.items():
+        log = io.StringIO()
+        code = _launcher().launch(["train", "--preset", "tiny", *sets, "--out", out, "--no-progress"],
+                                  processes=2, devices_per_process=4, timeout=400, out=log)
+        assert code == 0, (where, log.getvalue()[-3000:])
+    local, gs = (json.loads(storage.read_text(f"{out}/summary.json")) for out in runs.values())
+    assert gs["devices"] == local["devices"] == 8
+    assert {k: gs[k] for k in ("eval_ne", "eval_logloss", "eval_auc")} == \
+        {k: local[k] for k in ("eval_ne", "eval_logloss", "eval_auc")}
+    lines = [[{k: v for k, v in json.loads(x).items() if k != "wall_s"}
+              for x in storage.read_text(f"{out}/metrics.jsonl").splitlines()] for out in runs.values()]
+    assert lines[0] == lines[1]
+    assert storage.listdir(f"{runs['gs']}/checkpoints") == ["16", "8"]
+    assert storage.listdir(runs["gs"]) == ["checkpoints", "config.json", "metrics.jsonl", "summary.json"]
