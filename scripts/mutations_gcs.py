@@ -94,4 +94,8 @@ ENTRIES = [
              '            if ".tmp" in f.name or f.name == "done":', "            if True:",
              "criteo-prepare --out gs:// writes the bytes a local preparation writes",
              ("tests/data/criteo/test_gcs_data.py::test_prepare_to_a_bucket_writes_the_local_bytes",)),
+    ("criteo-gs-manifest-through-pathlib", "dlrm_jax/data/criteo/manifest.py",
+             '    path = storage.path(data_dir) / "manifest.json"', '    path = Path(data_dir) / "manifest.json"',
+             "data.source=criteo:gs://BUCKET/... with a bucket these credentials may not read: the 403 line, exit 2",
+             ("tests/sweeps/test_gcs_sweep.py::test_a_forbidden_bucket_is_one_line_on_every_gs_entry_point",)),
 ]

@@ -110,3 +110,36 @@ def test_bad_buckets_on_sweep_analyze_and_plan_exit_2_with_one_line(gcs_server, 
         assert out.stderr.strip().splitlines() == [
             f"{prefix}{bad}: no such bucket (create it, or fix the path)"], argv
         assert sorted(os.listdir(tmp_path)) == ["results.csv"], argv
+
+
+def test_a_forbidden_bucket_is_one_line_on_every_gs_entry_point(gcs_server, tmp_path, monkeypatch, capsys):
+    """A 403 on the bucket lookup (these credentials may not read it): every new entry point
+    exits 2 with the one line, in-process here (the emulator has no permissions to refuse)."""
+    from google.api_core import exceptions as gexc
+
+    from analysis.cli import main as analyze
+    from analysis.plan_cli import main as plan
+    from dlrm_jax.cli import main as cli
+    from dlrm_jax.data.criteo.prepare import main as prepare
+
+    class Forbidding:
+        def get_bucket(self, name, **kw):
+            raise gexc.Forbidden(f"caller does not have storage.buckets.get access to {name}")
+
+    monkeypatch.setattr(storage, "client", Forbidding)
+    monkeypatch.chdir(tmp_path)
+    tsv = tmp_path / "a.tsv"
+    tsv.write_text("")
+    bad = "gs://locked-bucket"
+    calls = [(lambda: cli(["sweep", *SWEEP, "--out", f"{bad}/s"]), "dlrm-scaling sweep: error: "),
+             (lambda: analyze([f"{bad}/s", "--out", "report"]), "dlrm-scaling analyze: error: "),
+             (lambda: analyze([str(tsv), "--out", f"{bad}/r"]), "dlrm-scaling analyze: error: "),
+             (lambda: plan([f"{bad}/s", "--flops", "1e14"]), "dlrm-scaling plan: error: "),
+             (lambda: prepare(["--src", str(tsv), "--out", f"{bad}/d", "--staging", "st"]), ""),
+             (lambda: cli(["train", "--preset", "tiny", "--set", f"data.source=criteo:{bad}/d", "--out", "r"]),
+              "dlrm-scaling train: error: ")]
+    for call, prefix in calls:
+        assert call() == 2
+        err = capsys.readouterr().err
+        assert err.splitlines() == [f"{prefix}{bad}: permission denied (403) for these credentials"], err
+        assert sorted(os.listdir(tmp_path)) == ["a.tsv"]  # no staging dir, report dir or run dir
