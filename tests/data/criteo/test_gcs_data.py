@@ -59,13 +59,14 @@ def _same(a, b) -> None:
             assert u.dtype == v.dtype and u.shape == v.shape and u.tobytes() == v.tobytes()
 
 
-def test_prepare_to_a_bucket_writes_the_local_bytes(data_dir, gs_data):  # noqa: F811
+def test_prepare_to_a_bucket_writes_the_local_bytes(data_dir, gs_data, tmp_path):  # noqa: F811
     assert _tree(gs_data) == _tree(data_dir)
-    again = prepare([data_dir.parent / "a.tsv", data_dir.parent / "b.tsv"], gs_data, OPTIONS)
-    assert again["status"] == "complete"  # a rerun finds it done
+    src, staging = [data_dir.parent / "a.tsv", data_dir.parent / "b.tsv"], tmp_path / "again"
+    assert prepare(src, gs_data, OPTIONS, staging=staging)["status"] == "complete"  # a rerun finds it done
     with pytest.raises(UserError, match="prepared with other options"):
-        prepare([data_dir.parent / "a.tsv", data_dir.parent / "b.tsv"], gs_data,
-                PrepareOptions(split=f"head:{N_TRAIN}", rows_per_shard=37, hash_rows=OPTIONS.hash_rows))
+        prepare(src, gs_data, PrepareOptions(split=f"head:{N_TRAIN}", rows_per_shard=37,
+                                             hash_rows=OPTIONS.hash_rows), staging=staging)
+    assert not staging.exists() and _tree(gs_data) == _tree(data_dir)  # the refused rerun changed nothing
 
 
 def test_a_killed_preparation_to_a_bucket_resumes_to_the_same_bytes(data_dir, gcs_bucket, tmp_path):  # noqa: F811
