@@ -73,7 +73,9 @@ def make_train_step(model, tx: optax.GradientTransformation, embedding, emb_cfg,
     with the new state (the sharded one's exchange rounds and overflowed ids;
     {} where a backend has none), which the train loop logs.  With multi-hot `bags`
     (embedding/bags.py) sparse is [B, K] and the rows [B, K, D] are pooled to
-    [B, F, D] inside the loss, so each column's row gets its own gradient.
+    [B, F, D] inside the loss, so each column's row gets its own gradient; a
+    backend that pools bags itself (`pools_bags`) gives [B, F, D] and takes
+    their gradients.
     """
     backend = as_backend(embedding)
     lookup, update, pool = _bag_path(backend, bags)

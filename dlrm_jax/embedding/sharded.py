@@ -19,6 +19,15 @@ a group, C the exchange capacity (`exchange.py`; N x C ~ 2 b K_g):
                                larger: all-gather of ids and gradients over the batch
                                (grows with N: use a sharded placement for large tables)
 
+Multi-hot bags (`bags`; the step then calls `lookup_bags` / `update_bags`,
+which take and give pooled [B, F, D]): a sharded group either pools on the
+owners (`pooled.py`: entries [N x Ce] of 12 bytes one way, [N x Cu, D]
+partial sums back and pooled gradients out, Cu ~ b sum_f P(a bag of f
+touches an owner)) or exchanges one row per unique id as above and pools
+locally; `embedding.bag_exchange=auto` takes the one whose all-to-all bytes
+are fewer (`exchange_mode`, from the shapes).  criteo-mlperf-dcnv2 on 64
+chips: 167 MB against 410 MB per chip and step (docs/BENCHMARKS.md).
+
 A table is never gathered, and a sharded group's traffic per device depends
 on the device's own b examples only, not on N (docs/BENCHMARKS.md measures it).
 Row-to-shard map: `row` and `auto` groups are interleaved (group row r on
@@ -291,6 +300,8 @@ class ShardedEmbedding:
             return "replicated"
         if self.bag_exchange != "auto":
             return self.bag_exchange
+        if not g.interleaved:   # whole tables per block: a bag's entries all go to one owner, which the
+            return "rows"       # capacities (sized for ids spread over every owner) do not expect
         n, b, d = self.mesh.size, batch_size // self.mesh.size, self.dim
         sizes = np.bincount(self._column_feature[i])
         per_id = 2 * n * exchange.capacity(b * int(sizes.sum()), n, self.headroom) * (4 + 4 * d)

@@ -59,11 +59,13 @@ def _bag_ids(kind: str, rng) -> np.ndarray:
     return ids
 
 
-def test_pooled_exchange_equals_weighted_bag_sums_and_the_single_device_update():
+# The least capacities the windows allow (b): worst skew and overflow take several rounds, bounded
+# by the entries and units alike, or by the units alone when every entry fits.
+@pytest.mark.parametrize("ce, cu", [(b, b), (b * K, b)])
+def test_pooled_exchange_equals_weighted_bag_sums_and_the_single_device_update(ce, cu):
     rng = np.random.default_rng(0)
     table = rng.normal(size=(N * S, D)).astype(np.float32)
     accum0 = np.full((N * S,), 0.1, np.float32)
-    ce = cu = b     # the least capacity the windows allow: worst skew and overflow take several rounds
     f = _exchange_fn(ce, cu, "rowwise_adagrad")
     for kind in ("random", "skew", "overflow"):
         ids = _bag_ids(kind, rng)
