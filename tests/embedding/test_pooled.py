@@ -61,12 +61,12 @@ def _bag_ids(kind: str, rng) -> np.ndarray:
 
 # The least capacities the windows allow (b): worst skew and overflow take several rounds, bounded
 # by the entries and units alike, or by the units alone when every entry fits.
-@pytest.mark.parametrize("ce, cu", [(b, b), (b * K, b)])
-def test_pooled_exchange_equals_weighted_bag_sums_and_the_single_device_update(ce, cu):
+@pytest.mark.parametrize("ce, cu, optimizer", [(b, b, "rowwise_adagrad"), (b * K, b, "adagrad")])
+def test_pooled_exchange_equals_weighted_bag_sums_and_the_single_device_update(ce, cu, optimizer):
     rng = np.random.default_rng(0)
     table = rng.normal(size=(N * S, D)).astype(np.float32)
-    accum0 = np.full((N * S,), 0.1, np.float32)
-    f = _exchange_fn(ce, cu, "rowwise_adagrad")
+    accum0 = np.full(E.accum_shape(optimizer, N * S, D), 0.1, np.float32)
+    f = _exchange_fn(ce, cu, optimizer)
     for kind in ("random", "skew", "overflow"):
         ids = _bag_ids(kind, rng)
         weights = rng.uniform(0.5, 1.5, (N * b, K)).astype(np.float32)   # per-entry weights
@@ -78,7 +78,7 @@ def test_pooled_exchange_equals_weighted_bag_sums_and_the_single_device_update(c
         np.testing.assert_allclose(np.asarray(out), want, rtol=1e-5, atol=1e-6)
         entry_grads = weights[:, :, None] * grads[:, FEATURE]
         ref = optimizers.sparse_update(E.EmbeddingState(jnp.asarray(table), jnp.asarray(accum0)),
-                                       jnp.asarray(ids, jnp.int32), jnp.asarray(entry_grads), "rowwise_adagrad", 0.5)
+                                       jnp.asarray(ids, jnp.int32), jnp.asarray(entry_grads), optimizer, 0.5)
         np.testing.assert_allclose(np.asarray(new_table), np.asarray(ref.table), rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(np.asarray(new_accum), np.asarray(ref.accum), rtol=1e-5)
         rounds, overflow = int(stats[2]), int(stats[3])
