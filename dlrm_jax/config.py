@@ -36,6 +36,7 @@ ComputeDtype = Literal["float32", "bfloat16"]
 Sharding = Literal["replicated", "row", "table", "auto"]
 EmbeddingBackend = Literal["tensorcore", "sparsecore"]
 Pooling = Literal["sum", "mean"]
+BagExchange = Literal["auto", "pooled", "rows"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,9 @@ class EmbeddingConfig:
     # per step against 23 MB for the whole exchange at 512 examples per device.
     replicate_below_rows: int = 4096
     exchange_headroom: float = 2.0       # sharded tables: all-to-all capacity over an even spread (exchange.py)
+    # Multi-hot bags of a sharded group: pooled (owners sum their rows per bag, pooled.py), rows
+    # (one row per unique id, exchange.py), auto: whichever moves fewer bytes (a static choice).
+    bag_exchange: BagExchange = "auto"
     # tensorcore: the single-device / shard_map paths (CPU, GPU, every TPU); sparsecore: TPU
     # v5p, v6e, tpu7x SparseCores through jax-tpu-embedding (dlrm_jax/embedding/sparsecore/backend.py)
     backend: EmbeddingBackend = "tensorcore"
@@ -377,7 +381,8 @@ def field_type(key: str) -> tuple[Any, str | None]:
 # Keys that say where a run computes, not what it computes: a run may resume on
 # another mesh (checkpoints restore onto any placement), so these may change.
 PLACEMENT_KEYS = ("mesh.", "distributed.", "embedding.sharding", "embedding.replicate_below_rows",
-                  "embedding.exchange_headroom", "embedding.backend", "embedding.tensorcore_below_rows")
+                  "embedding.exchange_headroom", "embedding.bag_exchange", "embedding.backend",
+                  "embedding.tensorcore_below_rows")
 # Keys that say how to resume, not what to compute: `--restart-if-unreadable` is
 # given to the rerun that needs it, so a run dir accepts it changed.
 RESUME_KEYS = ("checkpoint.restart_if_unreadable",)

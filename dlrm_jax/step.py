@@ -73,13 +73,15 @@ def make_train_step(model, tx: optax.GradientTransformation, embedding, emb_cfg,
     with the new state (the sharded one's exchange rounds and overflowed ids;
     {} where a backend has none), which the train loop logs.  With multi-hot `bags`
     (embedding/bags.py) sparse is [B, K] and the rows [B, K, D] are pooled to
-    [B, F, D] inside the loss, so each column's row gets its own gradient.
+    [B, F, D] inside the loss, so each column's row gets its own gradient; a
+    backend that pools bags itself (`pools_bags`) gives [B, F, D] and takes
+    their gradients.
     """
     backend = as_backend(embedding)
-    pool = bags.pool if bags is not None else (lambda rows: rows)
+    lookup, update, pool = _bag_path(backend, bags)
 
     def train_step(state: TrainState, dense, sparse, labels):
-        rows = backend.lookup(state.emb.table, sparse)               # [B, F, D] ([B, K, D] multi-hot)
+        rows = lookup(state.emb.table, sparse)               # [B, F, D] ([B, K, D] multi-hot, pooled later)
 
         def loss_fn(params, rows):
             return bce_loss(model.apply({"params": params}, dense, pool(rows)), labels)
@@ -87,8 +89,7 @@ def make_train_step(model, tx: optax.GradientTransformation, embedding, emb_cfg,
         loss, (g_params, g_rows) = jax.value_and_grad(loss_fn, argnums=(0, 1))(state.params, rows)
         updates, opt_state = tx.update(g_params, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        emb, stats = backend.update(state.emb, sparse, g_rows, emb_cfg.optimizer, emb_cfg.learning_rate,
-                                    emb_cfg.eps)
+        emb, stats = update(state.emb, sparse, g_rows, emb_cfg.optimizer, emb_cfg.learning_rate, emb_cfg.eps)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state, emb=emb), loss, stats
 
     return train_step
@@ -97,9 +98,18 @@ def make_train_step(model, tx: optax.GradientTransformation, embedding, emb_cfg,
 def make_predict(model, embedding, bags=None) -> Callable:
     """(params, table, dense [B,13], sparse [B,F] or [B,K] multi-hot) -> logits [B]."""
     backend = as_backend(embedding)
-    pool = bags.pool if bags is not None else (lambda rows: rows)
+    lookup, _, pool = _bag_path(backend, bags)
 
     def predict(params, table, dense, sparse):
-        return model.apply({"params": params}, dense, pool(backend.lookup(table, sparse)))
+        return model.apply({"params": params}, dense, pool(lookup(table, sparse)))
 
     return predict
+
+
+def _bag_path(backend, bags):
+    """(lookup, update, pool) of the step: a backend that pools bags itself (`pools_bags`, the sharded
+    one: owners sum their rows per bag) looks up [B, F, D] and takes their gradients; else the
+    step pools the [B, K, D] rows."""
+    if bags is not None and getattr(backend, "pools_bags", False):
+        return backend.lookup_bags, backend.update_bags, lambda rows: rows
+    return backend.lookup, backend.update, (bags.pool if bags is not None else lambda rows: rows)

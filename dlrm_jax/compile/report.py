@@ -189,6 +189,9 @@ def compile_report(cfg, devices, target=None) -> dict:
         "owner_routed_bound_bytes": bound,
         "jax_version": jax.__version__,
     }
+    backend = par.backend
+    if getattr(backend, "pools_bags", False):   # multi-hot bags: how each table group exchanges them
+        report["bag_exchange"] = [backend.exchange_mode(i, b) for i in range(len(backend.placement.groups))]
     state_bytes = sum(_shard_bytes(x) for x in jax.tree.leaves(par.abstract_state))
     t0 = time.perf_counter()
     try:
@@ -311,7 +314,9 @@ def format_report(r: dict) -> str:
         cross = r["collectives_cross_slice"]
         lines.append("  cross-slice (DCN): " + ", ".join(f"{k} {_mb(v)}" for k, v in cross.items()))
     lines.append(f"  total {_mb(r['collective_bytes'])} = {r['collective_bytes_over_bound']:.2f} x the owner-routed "
-                 f"bound {_mb(r['owner_routed_bound_bytes'])}")
+                 f"bound {_mb(r['owner_routed_bound_bytes'])}"
+                 + (f"; multi-hot bags per table group: {', '.join(r['bag_exchange'])}" if r.get("bag_exchange")
+                    else ""))
     if r.get("sparsecore_calls"):
         lines.append(f"  SparseCore calls per step: {r['sparsecore_calls']} (jax-tpu-embedding lookups and updates: "
                      f"{r['sparsecore_library_calls']}; inside: "

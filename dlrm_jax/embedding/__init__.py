@@ -7,6 +7,7 @@
     optimizers     sparse SGD / Adagrad / row-wise Adagrad on touched rows, optax references
     placement      which rows live where: table groups over the mesh's table axis
     exchange       the sharded backend's id / row all-to-all with bounded capacity
+    pooled         its multi-hot exchange: owners sum their rows per bag (partial pooling)
     bags           multi-hot id columns and their pooling
     single_device  backend: one device, no collectives
     sharded        backend: table groups on a mesh, shard_map lookups and updates

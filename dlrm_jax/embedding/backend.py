@@ -45,6 +45,9 @@ class EmbeddingBackend(Protocol):
     placement: placement_lib.Placement | None  # the table groups of a mesh (sharded only)
     eval_multiple: int                      # eval chunks are padded to a multiple of this
     eval_batch: int | None                  # predict takes exactly this many examples (None: any number)
+    # Optional: a backend with `pools_bags` true pools multi-hot bags itself and the step calls
+    # `lookup_bags(tables, ids) -> [B, F, D]` and `update_bags(state, ids, pooled grads [B, F, D], ...)`
+    # instead of `lookup` and `update` (the sharded one: owners sum their rows per bag, pooled.py).
 
     def init(self, key: jax.Array, optimizer: str, init_scale: float = 0.0,
              initial_accumulator: float = 0.0) -> emb_lib.EmbeddingState:
@@ -117,7 +120,8 @@ def make_backend(cfg, layout: emb_lib.EmbeddingLayout, devices: Sequence[Any] | 
                                 f"the mesh (mesh.data={data} x mesh.model={model_axis})")
             # Sharded groups split over every device (mesh.py), so the placement plans n blocks.
             pl = placement_lib.plan(e.sharding, layout.rows, layout.dim, n, e.replicate_below_rows)
-            backend = ShardedEmbedding(mesh, pl, e.optimizer, columns=columns, headroom=e.exchange_headroom)
+            backend = ShardedEmbedding(mesh, pl, e.optimizer, columns=columns, headroom=e.exchange_headroom,
+                                       bags=bags, bag_exchange=e.bag_exchange)
             kind = "sharded"
     if e.optimizer not in backend.OPTIMIZERS:  # config.validate refused it already, unless it was skipped
         raise UserError(f"embedding.optimizer={e.optimizer} is not supported by embedding.backend={e.backend} "

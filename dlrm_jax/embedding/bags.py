@@ -2,10 +2,13 @@
 
 Feature f carries sizes[f] ids per example (1: one-hot).  The batch's ids are
 [B, K], K = sum(sizes), the bags side by side in feature order, so column k
-belongs to feature `columns[k]`.  The backends (`single_device.py`,
-`sharded.py`) look up [B, K, D] rows, column k in feature columns[k]'s table,
-with no notion of bags; the train step pools them per feature to [B, F, D]
-(sum, or mean over the bag) before the dense arch.  Pooling is linear, so the
+belongs to feature `columns[k]`.  The single-device backend looks up [B, K, D]
+rows, column k in feature columns[k]'s table, with no notion of bags, and the
+train step pools them per feature to [B, F, D] (sum, or mean over the bag)
+before the dense arch.  The sharded backend pools the bags itself
+(`pools_bags`: `lookup_bags` gives [B, F, D], `update_bags` takes their
+gradients), on the owners of the rows where that moves fewer bytes
+(`pooled.py`).  Pooling is linear, so the
 gradient of a column's row is its feature's pooled gradient (divided by the bag
 size for mean), and the sparse optimizer's per-row dedup sums the gradients of
 an id repeated within a bag or across bags exactly (MLPerf DLRMv2's multi-hot

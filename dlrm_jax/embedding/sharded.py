@@ -19,6 +19,15 @@ a group, C the exchange capacity (`exchange.py`; N x C ~ 2 b K_g):
                                larger: all-gather of ids and gradients over the batch
                                (grows with N: use a sharded placement for large tables)
 
+Multi-hot bags (`bags`; the step then calls `lookup_bags` / `update_bags`,
+which take and give pooled [B, F, D]): a sharded group either pools on the
+owners (`pooled.py`: entries [N x Ce] of 12 bytes one way, [N x Cu, D]
+partial sums back and pooled gradients out, Cu ~ b sum_f P(a bag of f
+touches an owner)) or exchanges one row per unique id as above and pools
+locally; `embedding.bag_exchange=auto` takes the one whose all-to-all bytes
+are fewer (`exchange_mode`, from the shapes).  criteo-mlperf-dcnv2 on 64
+chips: 167 MB against 410 MB per chip and step (docs/BENCHMARKS.md).
+
 A table is never gathered, and a sharded group's traffic per device depends
 on the device's own b examples only, not on N (docs/BENCHMARKS.md measures it).
 Row-to-shard map: `row` and `auto` groups are interleaved (group row r on
@@ -40,7 +49,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from dlrm_jax.data.base import NUM_DENSE
-from dlrm_jax.embedding import exchange, optimizers, placement as placement_lib, support, tables as emb_lib
+from dlrm_jax.embedding import exchange, optimizers, placement as placement_lib, pooled, support, tables as emb_lib
 from dlrm_jax.parallel import distributed
 from dlrm_jax.parallel.mesh import axis, spec
 
@@ -88,8 +97,13 @@ class ShardedEmbedding:
     eval_batch = None
 
     def __init__(self, mesh: jax.sharding.Mesh, placement: placement_lib.Placement, optimizer: str,
-                 columns: tuple[int, ...] | None = None, headroom: float = exchange.DEFAULT_HEADROOM):
+                 columns: tuple[int, ...] | None = None, headroom: float = exchange.DEFAULT_HEADROOM,
+                 bags=None, bag_exchange: str = "auto"):
         self.mesh, self.placement, self.optimizer, self.headroom = mesh, placement, optimizer, headroom
+        self.bags, self.bag_exchange = bags, bag_exchange
+        self.pools_bags = bags is not None
+        if bags is not None and columns is None:
+            columns = bags.columns
         self.dim = placement.dim
         self.eval_multiple = mesh.size
         self.columns = tuple(range(len(placement.feature_rows))) if columns is None else tuple(columns)
@@ -104,6 +118,17 @@ class ShardedEmbedding:
         order = np.concatenate(self._group_columns)
         self._inverse = np.argsort(order)   # group-concatenated column order -> column order
         self._identity = bool(np.all(order == np.arange(len(order))))
+        # Bags: each group's features in order of their columns, the local feature and weight of each column.
+        self._group_features, self._column_feature, self._column_weight = [], [], []
+        for cols in self._group_columns:
+            feats = list(dict.fromkeys(self.columns[k] for k in cols))
+            self._group_features.append(np.asarray(feats, np.int64))
+            self._column_feature.append(np.asarray([feats.index(self.columns[k]) for k in cols], np.int32))
+            count = {f: sum(1 for k in cols if self.columns[k] == f) for f in feats}
+            mean = bags is not None and bags.mode == "mean"
+            self._column_weight.append(np.asarray([1.0 / count[self.columns[k]] if mean else 1.0 for k in cols],
+                                                  np.float32))
+        self._feature_inverse = np.argsort(np.concatenate(self._group_features))
 
     def init(self, key: jax.Array, optimizer: str, init_scale: float = 0.0, initial_accumulator: float = 0.0):
         """The placement's tables: the single-device values, laid out in groups."""
@@ -182,13 +207,14 @@ class ShardedEmbedding:
 
     def lookup(self, tables, ids: jax.Array) -> jax.Array:
         """tables (one per group), ids [B, K] -> rows [B, K, D], batch-sharded."""
-        parts = []
-        for i, (g, table) in enumerate(zip(self.placement.groups, placement_lib.as_groups(tables))):
-            g_ids = self._columns(i, ids)                                           # [B, K_g]
-            body = partial(self._lookup_sharded if g.shards > 1 else self._lookup_replicated, i, g)
-            parts.append(self._shard_map(body, (self._specs(g)[0], spec("batch", 2)), spec("batch", 3))(table, g_ids))
+        parts = [self._lookup_group(i, g, table, self._columns(i, ids))
+                 for i, (g, table) in enumerate(zip(self.placement.groups, placement_lib.as_groups(tables)))]
         rows = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
         return rows if self._identity else jnp.take(rows, self._inverse, axis=1)
+
+    def _lookup_group(self, i, g, table, g_ids):                    # g_ids [B, K_g] -> rows [B, K_g, D]
+        body = partial(self._lookup_sharded if g.shards > 1 else self._lookup_replicated, i, g)
+        return self._shard_map(body, (self._specs(g)[0], spec("batch", 2)), spec("batch", 3))(table, g_ids)
 
     def _lookup_replicated(self, i, g, table, ids):                    # [rows, D], [b, K_g]
         return jnp.take(table, ids + jnp.asarray(self._group_offsets[i], jnp.int32), axis=0)
@@ -210,21 +236,26 @@ class ShardedEmbedding:
         """
         out, rounds, overflow = [], jnp.int32(0), jnp.int32(0)
         for i, (g, st) in enumerate(zip(self.placement.groups, placement_lib.as_groups(emb))):
-            g_ids, g_grads = self._columns(i, ids), self._columns(i, grads)      # [B, K_g], [B, K_g, D]
-            t_spec, a_spec = self._specs(g)
-            if g.shards > 1:
-                body = partial(self._update_sharded, i, g, optimizer, learning_rate, eps)
-                table, accum, r, o = self._shard_map(
-                    body, (t_spec, a_spec, spec("batch", 2), spec("batch", 3)),
-                    (t_spec, a_spec, P(), P()))(st.table, st.accum, g_ids, g_grads)
-                rounds, overflow = jnp.maximum(rounds, r), overflow + o
-            else:
-                body = partial(self._update_replicated, i, g, optimizer, learning_rate, eps)
-                table, accum = self._shard_map(body, (t_spec, a_spec, spec("batch", 2), spec("batch", 3)),
-                                               (t_spec, a_spec))(st.table, st.accum, g_ids, g_grads)
-            out.append(emb_lib.EmbeddingState(table=table, accum=accum))
+            st, r, o = self._update_group(i, g, st, self._columns(i, ids), self._columns(i, grads), optimizer,
+                                          learning_rate, eps)
+            out.append(st)
+            rounds, overflow = jnp.maximum(rounds, r), overflow + o
         stats = {"exchange_rounds": rounds, "exchange_overflow_ids": overflow}
         return placement_lib.from_groups(out), stats
+
+    def _update_group(self, i, g, st, g_ids, g_grads, optimizer, learning_rate, eps):
+        """One group's update: (state, rounds, overflow ids); ids [B, K_g], grads [B, K_g, D]."""
+        t_spec, a_spec = self._specs(g)
+        if g.shards > 1:
+            body = partial(self._update_sharded, i, g, optimizer, learning_rate, eps)
+            table, accum, r, o = self._shard_map(
+                body, (t_spec, a_spec, spec("batch", 2), spec("batch", 3)),
+                (t_spec, a_spec, P(), P()))(st.table, st.accum, g_ids, g_grads)
+            return emb_lib.EmbeddingState(table=table, accum=accum), r, o
+        body = partial(self._update_replicated, i, g, optimizer, learning_rate, eps)
+        table, accum = self._shard_map(body, (t_spec, a_spec, spec("batch", 2), spec("batch", 3)),
+                                       (t_spec, a_spec))(st.table, st.accum, g_ids, g_grads)
+        return emb_lib.EmbeddingState(table=table, accum=accum), jnp.int32(0), jnp.int32(0)
 
     def _update_sharded(self, i, g, optimizer, learning_rate, eps, table, accum, ids, grads):
         shard, local = self._locate(i, g, ids)
@@ -256,6 +287,88 @@ class ShardedEmbedding:
             grads = jax.lax.all_gather(grads, BATCH_AXES, axis=0, tiled=True)
         st = optimizers.sparse_update(st, rows, grads, optimizer, learning_rate, eps)
         return st.table, st.accum
+
+
+    # ------------------------------------------------------------------ multi-hot bags
+
+    def exchange_mode(self, i: int, batch_size: int) -> str:
+        """How group i exchanges a batch's bags: "pooled" (owner-side partial pooling, pooled.py), "rows"
+        (one row per unique id, exchange.py; pooled locally), or "replicated".  `auto` takes whichever
+        all-to-all moves fewer bytes per device, a static choice from the shapes."""
+        g = self.placement.groups[i]
+        if g.shards == 1:
+            return "replicated"
+        if self.bag_exchange != "auto":
+            return self.bag_exchange
+        if not g.interleaved:   # whole tables per block: a bag's entries all go to one owner, which the
+            return "rows"       # capacities (sized for ids spread over every owner) do not expect
+        n, b, d = self.mesh.size, batch_size // self.mesh.size, self.dim
+        sizes = np.bincount(self._column_feature[i])
+        per_id = 2 * n * exchange.capacity(b * int(sizes.sum()), n, self.headroom) * (4 + 4 * d)
+        return "pooled" if pooled.bytes_per_step(b, sizes, n, d) < per_id else "rows"
+
+    def lookup_bags(self, tables, ids: jax.Array) -> jax.Array:
+        """tables, ids [B, K] -> the bags pooled per feature [B, F, D] (sum, or mean), batch-sharded."""
+        parts = []
+        for i, (g, table) in enumerate(zip(self.placement.groups, placement_lib.as_groups(tables))):
+            g_ids = self._columns(i, ids)
+            if self.exchange_mode(i, ids.shape[0]) == "pooled":
+                body = partial(self._lookup_pooled, i, g)
+                parts.append(self._shard_map(body, (self._specs(g)[0], spec("batch", 2)), spec("batch", 3))(
+                    table, g_ids))
+                continue
+            rows = self._lookup_group(i, g, table, g_ids) * jnp.asarray(self._column_weight[i])[None, :, None]
+            parts.append(jax.ops.segment_sum(rows.swapaxes(0, 1), self._column_feature[i],
+                                             num_segments=len(self._group_features[i])).swapaxes(0, 1))
+        out = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
+        return out if len(parts) == 1 and np.all(self._feature_inverse == np.arange(out.shape[1])) \
+            else jnp.take(out, self._feature_inverse, axis=1)
+
+    def update_bags(self, emb, ids: jax.Array, grads: jax.Array, optimizer: str, learning_rate, eps: float = 1e-8):
+        """`update` from the gradients of the pooled bags [B, F, D]: each column's row gets its feature's
+        gradient times its weight (1, or 1 / k for mean), as differentiating the pooling gives."""
+        out, rounds, overflow = [], jnp.int32(0), jnp.int32(0)
+        for i, (g, st) in enumerate(zip(self.placement.groups, placement_lib.as_groups(emb))):
+            g_ids = self._columns(i, ids)
+            g_pooled = jnp.take(grads, self._group_features[i], axis=1)                   # [B, F_g, D]
+            if self.exchange_mode(i, ids.shape[0]) == "pooled":
+                t_spec, a_spec = self._specs(g)
+                body = partial(self._update_pooled, i, g, optimizer, learning_rate, eps)
+                table, accum, r, o = self._shard_map(
+                    body, (t_spec, a_spec, spec("batch", 2), spec("batch", 3)),
+                    (t_spec, a_spec, P(), P()))(st.table, st.accum, g_ids, g_pooled)
+                st = emb_lib.EmbeddingState(table=table, accum=accum)
+            else:
+                g_cols = jnp.take(g_pooled, self._column_feature[i], axis=1) * \
+                    jnp.asarray(self._column_weight[i])[None, :, None]
+                st, r, o = self._update_group(i, g, st, g_ids, g_cols, optimizer, learning_rate, eps)
+            out.append(st)
+            rounds, overflow = jnp.maximum(rounds, r), overflow + o
+        return placement_lib.from_groups(out), {"exchange_rounds": rounds, "exchange_overflow_ids": overflow}
+
+    def _bag_entries(self, i, g, ids):
+        """ids [b, K_g] -> (owner, row, bag, weight) [b, K_g] of the device's bag entries, (Ce, Cu), bags."""
+        shard, local = self._locate(i, g, ids)
+        f_g = len(self._group_features[i])
+        bag = jnp.arange(ids.shape[0], dtype=jnp.int32)[:, None] * f_g + jnp.asarray(self._column_feature[i])
+        weight = jnp.broadcast_to(jnp.asarray(self._column_weight[i]), ids.shape)
+        caps = pooled.capacities(ids.shape[0], np.bincount(self._column_feature[i]), g.shards)
+        return (shard, local, bag, weight), caps, ids.shape[0] * f_g
+
+    def _lookup_pooled(self, i, g, table, ids):                  # [S, D], [b, K_g] -> [b, F_g, D]
+        entries, (ce, cu), nb = self._bag_entries(i, g, ids)
+        out, _ = pooled.lookup(table, *entries, nb, g.shards, ce, cu, TABLE_AXIS)
+        return out.reshape(ids.shape[0], -1, table.shape[-1])
+
+    def _update_pooled(self, i, g, optimizer, learning_rate, eps, table, accum, ids, grads):  # grads [b, F_g, D]
+        entries, (ce, cu), nb = self._bag_entries(i, g, ids)
+
+        def apply(st, rows, row_grads):   # rows [N x Ce] of this block (S: unused slot), grads [N x Ce, D]
+            return optimizers.sparse_update(st, rows, row_grads, optimizer, learning_rate, eps)
+
+        st, stats = pooled.update(apply, emb_lib.EmbeddingState(table=table, accum=accum), *entries,
+                                  grads.reshape(nb, -1), g.shards, g.shard_rows, ce, cu, TABLE_AXIS)
+        return st.table, st.accum, stats.rounds, stats.overflow_ids
 
 
 def split_offsets(g: placement_lib.TableGroup, offsets=None) -> tuple[np.ndarray, np.ndarray]:
