@@ -28,7 +28,8 @@ def variant(triple_effect: float, pairs: str, pair_effect: float, id_effect: flo
     from dlrm_jax.data import planted_worlds as pw
     w = pw.triple(triple_effect)
     t = w["teacher"]
-    for j in range(1, 4):
+    hubbed = pairs in ("hub", "partners")
+    for j in range(1, 7 if pairs == "partners" else 5 if hubbed else 4):
         w["categorical"][f"C{j}"] = pw._ids(cardinality, 0.0)
     if others == "none":        # the 23 other features: one value each, so no effect and no noise
         for j in range(4, 27):
@@ -36,6 +37,10 @@ def variant(triple_effect: float, pairs: str, pair_effect: float, id_effect: flo
     f = list(pw.TRIPLE_FEATURES)
     if pairs == "uniform":      # only the three pairs of the term's (uniform-id) features
         t["pairs"] = [[f[0], f[1]], [f[0], f[2]], [f[1], f[2]]]
+    elif pairs == "hub":        # each of the term's features pairs with C4 only (the shipped world)
+        t["pairs"] = [[g, "C4"] for g in f]
+    elif pairs == "partners":   # each pairs with a partner of its own: C1-C4, C2-C5, C3-C6
+        t["pairs"] = [[g, f"C{j + 4}"] for j, g in enumerate(f)]
     t["pair_effect"], t["id_effect"], t["latent_dim"] = pair_effect, id_effect, latent_dim
     t["triple"]["rank"] = rank
     w["name"] = f"{w['name']}-probe"
@@ -67,7 +72,9 @@ def oracles(world_path: Path, n: int = 1 << 17) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", choices=("shipped", "uniform"), default="shipped")
+    ap.add_argument("--pairs", choices=("shipped", "uniform", "hub", "partners"), default="shipped",
+                    help="shipped: the world's own pairs; uniform: the three pairs of C1-C3; hub: C1-C3 "
+                         "each with C4; partners: C1-C4, C2-C5, C3-C6")
     ap.add_argument("--pair-effect", type=float, default=0.75)
     ap.add_argument("--id-effect", type=float, default=0.75)
     ap.add_argument("--triple-effect", type=float, default=0.6)
@@ -78,6 +85,7 @@ def main(argv=None) -> int:
     ap.add_argument("--control", action="store_true", help="also the same world without the term")
     ap.add_argument("--model", action="append", default=[], help="dot, dcn, ... (repeatable)")
     ap.add_argument("--examples", type=int, default=20, help="log2 of the training examples")
+    ap.add_argument("--seed", type=int, default=0, help="the model's seed (the world's stays 0)")
     ap.add_argument("--set", action="append", default=[], help="extra KEY=VALUE for train")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "planted_learnability")
     ap.add_argument("--log", type=Path, default=None)
@@ -96,11 +104,12 @@ def main(argv=None) -> int:
         orc = oracles(path)
         print(json.dumps({"world": knobs, "oracle": orc}), flush=True)
         for m in a.model:
-            run_dir = a.out / f"run_{abs(hash((tag, m, a.examples, tuple(a.set)))) % 10**8}"
+            run_dir = a.out / f"run_{abs(hash((tag, m, a.examples, a.seed, tuple(a.set)))) % 10**8}"
             cmd = [sys.executable, "-m", "dlrm_jax", "train", "--preset", "small",
                    "--set", f"synthetic.world={path}", "--set", f"model.interaction={m}",
                    "--set", "model.dcn_rank=32", "--set", f"train.examples=2**{a.examples}",
-                   "--set", "eval.examples=2**17", "--out", str(run_dir), "--no-progress"]
+                   "--set", "eval.examples=2**17", "--set", f"seed={a.seed}", "--out", str(run_dir),
+                   "--no-progress"]
             for s in a.set:
                 cmd += ["--set", s]
             r = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -108,7 +117,7 @@ def main(argv=None) -> int:
                 print(r.stdout[-2000:], r.stderr[-2000:], file=sys.stderr)
                 return r.returncode
             ne = json.loads((run_dir / "summary.json").read_text())["eval_ne"]
-            rec = {"world": knobs, "model": m, "examples": f"2^{a.examples}", "set": a.set,
+            rec = {"world": knobs, "model": m, "examples": f"2^{a.examples}", "seed": a.seed, "set": a.set,
                    "eval_ne": round(ne, 4), "oracle": orc}
             print(json.dumps(rec), flush=True)
             with open(log, "a") as fh:

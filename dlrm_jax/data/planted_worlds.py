@@ -8,11 +8,11 @@ planted world is visible in one place:
   values each and per-id effects only.  The count-based learner's excess NE
   falls with a data exponent near 1 - 1/s (exactly: the law fitted to the
   finite-K sum, analysis/planted.py); the two worlds differ in s alone.
-* `planted-triple` and its control `planted-triple-control`: a rank-4
-  element-wise trilinear term on three uniform-id features (world.Triple) on
-  top of half-strength per-id and pair effects; pairwise dot products carry
-  none of it, DCN's cross layers represent it.  The control is the same world
-  with the term's strength 0.
+* `planted-triple` and its control `planted-triple-control`: a rank-2
+  element-wise trilinear term on three uniform-id features (world.Triple) whose
+  latents their pair terms with a fourth feature carry; pairwise dot products
+  carry none of it, DCN's cross layers represent it.  The control is the same
+  world with the term's strength 0.
 * `planted-valley`: four uniform-id features whose six pair terms share latents
   with a power-law spectrum (variance of component m ~ m^-rho); a rank-D model
   has a floor ~ D^-(rho-1), so an IsoFLOP sweep over the embedding dimension
@@ -59,25 +59,34 @@ def zipf(s: float, cardinality: int) -> dict:
 
 
 TRIPLE_FEATURES = ("C1", "C2", "C3")
-TRIPLE_CARDINALITY = 256
-TRIPLE_EFFECT = 0.6
+TRIPLE_HUB = "C4"
+TRIPLE_CARDINALITY = 128
+TRIPLE_EFFECT = 0.8
+TRIPLE_RANK = 2
 
 
 def triple(effect: float = TRIPLE_EFFECT) -> dict:
     name = "planted-triple" if effect > 0 else "planted-triple-control"
-    cats = [_ids(TRIPLE_CARDINALITY, 0.0)] * 3 + [_ids(2000, 1.1)] * (NUM_SPARSE - 3)
-    # The three pairs of the term's features (which pull the embeddings towards the latents
-    # the term is built on), and disjoint pairs of the other features.
-    f = list(TRIPLE_FEATURES)
-    pairs = [[f[0], f[1]], [f[0], f[2]], [f[1], f[2]]] + [[f"C{j}", f"C{j + 1}"] for j in range(4, NUM_SPARSE, 2)]
+    cats = [_ids(TRIPLE_CARDINALITY, 0.0)] * 4 + [_ids(2000, 1.1)] * (NUM_SPARSE - 4)
+    # The term's three features each pair with a fourth, the hub, and not with each other.
+    # The hub pairs pull the three features' embeddings towards the very latents the term is
+    # built on (from small random embeddings a pure trilinear term sits at a saddle), while
+    # the term's three pairwise dot products get no signal at all (E[T | any two ids] = 0
+    # and no pair term links them): a `dot` model, whose top MLP could otherwise multiply
+    # a pair's dot product by a third feature's embedding, sees nothing of the term.
+    # Rank 2: rank-3 and rank-4 latents are learned by `dcn` far more slowly than by `dot`
+    # (docs/planted_learnability.md), which would measure learning speed, not representation.
+    pairs = [[f, TRIPLE_HUB] for f in TRIPLE_FEATURES]
     return _world(name,
-                  f"Planted architecture gap: a rank-4 element-wise trilinear term of strength {effect:g} on "
-                  f"{', '.join(TRIPLE_FEATURES)} (uniform ids over {TRIPLE_CARDINALITY} values), over "
-                  f"half-strength per-id and pair effects on Zipf(1.1) features."
+                  f"Planted architecture gap: a rank-{TRIPLE_RANK} element-wise trilinear term of strength "
+                  f"{effect:g} on {', '.join(TRIPLE_FEATURES)} (uniform ids over {TRIPLE_CARDINALITY} values), "
+                  f"whose latents the pair terms of each of them with {TRIPLE_HUB} also carry; per-id effects "
+                  f"on every feature, the other 22 Zipf(1.1)."
                   + (" The control: the same world without the term." if effect == 0 else ""),
                   cats,
-                  {"id_effect": 0.75, "pair_effect": 0.75, "dense_effect": 0.0, "latent_dim": 4, "pairs": pairs,
-                   "triple": {"features": list(TRIPLE_FEATURES), "rank": 4, "effect": effect}})
+                  {"id_effect": 0.75, "pair_effect": 1.2, "dense_effect": 0.0, "latent_dim": TRIPLE_RANK,
+                   "pairs": pairs,
+                   "triple": {"features": list(TRIPLE_FEATURES), "rank": TRIPLE_RANK, "effect": effect}})
 
 
 VALLEY_FEATURES = ("C1", "C2", "C3", "C4")

@@ -30,18 +30,28 @@ def test_the_trilinear_term_is_the_documented_product_and_only_it_differs_from_t
     (b1, p1), (b0, p0) = with_term.examples(EVAL_STREAM, idx), control.examples(EVAL_STREAM, idx)
     np.testing.assert_array_equal(b1.sparse, b0.sparse)  # the same ids: only the logit differs
     ids = with_term._raw(EVAL_STREAM, idx)[1]
-    u = [with_term._effects(f, ids[:, f])[1][:, :4].astype(np.float64) for f in (0, 1, 2)]
-    want = 0.6 / 2 * np.sum(u[0] * u[1] * u[2], axis=1)  # effect / sqrt(rank) * sum_k
+    u = [with_term._effects(f, ids[:, f])[1][:, :2].astype(np.float64) for f in (0, 1, 2)]
+    want = 0.8 / np.sqrt(2) * np.sum(u[0] * u[1] * u[2], axis=1)  # effect / sqrt(rank) * sum_k
     np.testing.assert_allclose(with_term.triple_term(ids), want, rtol=1e-6)
     logit1, logit0 = (np.log(p / (1 - p)) for p in (p1, p0))
     shift = with_term._b0 - control._b0  # the intercepts differ (each solved for the click rate)
     np.testing.assert_allclose(logit1 - logit0 - shift, want, atol=2e-4)
-    assert np.std(want) == pytest.approx(0.6, rel=0.05)
-    # Given two of the ids, the term averages out over the third feature's 256 (uniform) ids:
-    # what is left is the sampling noise of a mean of 256 latents, 1/256 of the term's variance.
-    third = with_term._effects(2, np.arange(1, 257))[1][:, :4].astype(np.float64)
-    given_two = 0.3 * np.sum(u[0] * u[1] * third.mean(0), axis=1)
-    assert np.mean(given_two ** 2) / np.var(want) < 3 / 256
+    assert np.std(want) == pytest.approx(0.8, rel=0.05)
+    # Given two of the ids, the term averages out over the third feature's 128 (uniform) ids:
+    # what is left is the sampling noise of a mean of 128 latents, 1/128 of the term's variance.
+    third = with_term._effects(2, np.arange(1, 129))[1][:, :2].astype(np.float64)
+    given_two = 0.8 / np.sqrt(2) * np.sum(u[0] * u[1] * third.mean(0), axis=1)
+    assert np.mean(given_two ** 2) / np.var(want) < 3 / 128
+
+
+def test_the_term_features_pair_only_with_the_hub_whose_pairs_carry_the_term_latents():
+    """No pair term links two of the term's features (their dot products get no signal);
+    each pairs with the hub C4, and the term's latents are the whole pair latents."""
+    src = _source(planted_worlds.triple())
+    assert [tuple(p) for p in src._pairs] == [(0, 3), (1, 3), (2, 3)]
+    assert src._triple.rank == src.latent_dim == 2
+    ids = src._raw(EVAL_STREAM, np.arange(64))[1]
+    np.testing.assert_array_equal(src.triple_latents(0, ids[:, 0]), src._effects(0, ids[:, 0])[1])
 
 
 def test_explicit_pairs_and_a_latent_spectrum_set_the_pair_term():
@@ -62,7 +72,7 @@ def test_explicit_pairs_and_a_latent_spectrum_set_the_pair_term():
 
 def test_uniform_ids_are_uniform_and_the_bayes_ne_is_exact_for_planted_worlds():
     src = _source(planted_worlds.triple())
-    counts = np.bincount(src._raw(EVAL_STREAM, np.arange(1 << 16))[1][:, 0], minlength=257)[1:]
+    counts = np.bincount(src._raw(EVAL_STREAM, np.arange(1 << 16))[1][:, 0], minlength=129)[1:]
     assert counts.min() > 0.8 * counts.mean() and counts.max() < 1.2 * counts.mean()
     b, p = src.examples(EVAL_STREAM, np.arange(1 << 15))
     assert b.labels.mean() == pytest.approx(0.25, abs=0.01)
@@ -85,7 +95,7 @@ def test_fitted_worlds_are_unchanged_by_the_planted_terms():
     (lambda t: t.update(pairs=[]), "teacher.pairs must be a non-empty list"),
     (lambda t: t.update(latent_spectrum={"rho": 0}), "teacher.latent_spectrum.rho must be > 0"),
     (lambda t: t.update(latent_spectrum={"rho": 1.5, "m": 3}), "teacher.latent_spectrum must be"),
-    (lambda t: t["triple"].update(rank=5), r"teacher.triple.rank \(5\) must be <= teacher.latent_dim \(4\)"),
+    (lambda t: t["triple"].update(rank=5), r"teacher.triple.rank \(5\) must be <= teacher.latent_dim \(2\)"),
     (lambda t: t["triple"].update(rank=1.5), "teacher.triple.rank must be a whole number"),
     (lambda t: t["triple"].update(effect=-0.1), "teacher.triple.effect must be >= 0"),
     (lambda t: t["triple"].update(features=["C1", "C1", "C2"]), "three different features"),
