@@ -17,9 +17,10 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from dlrm_jax import config as C, embedding as E, step as St
 from dlrm_jax.compile import hlo_collectives
-from dlrm_jax.embedding import exchange, optimizers, placement as PL
+from dlrm_jax.embedding import exchange, optimizers
 from dlrm_jax.model import dlrm as M
 from dlrm_jax.parallel import mesh as mesh_lib, steps as parallel
+from tests.embedding.same_state import assert_same_state
 
 N, S, D = 8, 32, 4          # devices, rows per device, embed dim
 b, K = 6, 3                 # examples per device, id columns
@@ -120,11 +121,7 @@ def test_train_steps_with_skew_and_overflow_match_single_device():
         rounds.append(int(stats["exchange_rounds"]))
         overflow.append(int(stats["exchange_overflow_ids"]))
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
-    table, accum = PL.to_canonical(par.placement, st.emb)
-    np.testing.assert_allclose(table, np.asarray(state.emb.table), atol=2e-6)
-    np.testing.assert_allclose(accum, np.asarray(state.emb.accum), rtol=1e-4, atol=1e-9)
-    for a, b_ in zip(jax.tree.leaves(st.params), jax.tree.leaves(state.params)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b_), atol=2e-5)
+    assert_same_state(par.placement, st, state)
     # Worst skew: every device holds the same one id per feature, deduplicated to one request
     # each; with all devices alike, rounds and overflow follow from the owners' counts alone.
     (_, group) = par.placement.groups

@@ -21,6 +21,7 @@ from dlrm_jax.compile import hlo_collectives
 from dlrm_jax.embedding import exchange, optimizers, placement as PL, pooled
 from dlrm_jax.model import dlrm as M
 from dlrm_jax.parallel import mesh as mesh_lib, steps as parallel
+from tests.embedding.same_state import assert_same_state
 
 N, S, D = 8, 36, 4          # devices, rows per device (contiguous blocks here), embed dim
 b, SIZES = 6, (3, 1, 4)     # examples per device, bag sizes of the F = 3 features
@@ -163,11 +164,7 @@ def test_pooled_train_steps_match_single_device(mode):
         rounds.append(int(stats["exchange_rounds"]))
         overflow.append(int(stats["exchange_overflow_ids"]))
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
-    table, accum = PL.to_canonical(par.placement, st.emb)
-    np.testing.assert_allclose(table, np.asarray(state.emb.table), atol=2e-6)
-    np.testing.assert_allclose(accum, np.asarray(state.emb.accum), rtol=1e-4, atol=1e-9)
-    for a, b_ in zip(jax.tree.leaves(st.params), jax.tree.leaves(state.params)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b_), atol=2e-5)
+    assert_same_state(par.placement, st, state)
     # Worst skew: each device's 8 x 13 sharded bags all on device 0 with Cu < 104: more rounds, counted.
     assert rounds[0] == 1 and overflow[0] == 0
     assert rounds[1] > 1 and overflow[1] > 0 and rounds[2] > 1 and overflow[2] > 0

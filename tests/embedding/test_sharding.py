@@ -21,6 +21,7 @@ from dlrm_jax.embedding import placement as PL, sharded
 from dlrm_jax.errors import UserError
 from dlrm_jax.model import dlrm as M
 from dlrm_jax.parallel import mesh, steps as parallel
+from tests.embedding.same_state import assert_same_state
 
 # 26 tables of few distinct sizes (each distinct shape costs XLA CPU a compile of its init).
 ROWS = (6, 300) * 13
@@ -109,11 +110,7 @@ def test_sharded_step_matches_single_device(reference, sharding, data, model):
         assert all((ids[:, f] == i).sum() >= 2 for _, ids, _ in batches), (f, i)
     state, losses = _run(par, batches)
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
-    table, accum = PL.to_canonical(par.placement, state.emb)
-    np.testing.assert_allclose(table, np.asarray(ref_state.emb.table), atol=2e-6)
-    np.testing.assert_allclose(accum, np.asarray(ref_state.emb.accum), rtol=1e-4, atol=1e-9)
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_state.params)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
+    assert_same_state(par.placement, state, ref_state)
     # Tables stay where the placement put them: sharded groups split over every device.
     for g, st in zip(par.placement.groups, PL.as_groups(state.emb)):
         assert g.shards in (1, 8)
